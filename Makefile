@@ -1,0 +1,36 @@
+# The course in two commands:  make lab   |   make test
+# Both create .venv (once) and install stnlib with its extras; a second run reuses it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stnlib-installed
+
+.PHONY: lab test install lint sync-urls clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[notebooks,test]"
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
+
+# Fast mode (STNLIB_FAST=1): notebooks that train use a small subset and a few steps,
+# through the same code path as the full lesson.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	STNLIB_FAST=1 MPLBACKEND=Agg $(BIN)/python -m pytest tests notebooks \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# After changing [project.urls] Repository in pyproject.toml.
+sync-urls: $(STAMP)
+	$(BIN)/python -m stnlib.colab --write notebooks/*.ipynb
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,43 @@
+"""Benchmarks that print JSON: ``python -m stnlib bench {sampler,train}``.
+
+Each benchmark is a module here with a ``run(args) -> list[dict]`` and an
+``add_arguments(parser)``; every result is printed as one JSON line, so a run can
+be piped into a file and compared. Tests never assert on wall time; these do not
+assert at all, they measure, always next to a reference measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+
+# name -> module holding add_arguments() and run()
+BENCHMARKS: dict[str, str] = {
+    "sampler": "stnlib.bench.sampler",
+    "train": "stnlib.bench.train",
+}
+
+
+def emit(record: dict) -> None:
+    """Print one benchmark result as a JSON line (flushed, so progress is visible)."""
+    print(json.dumps(record, sort_keys=False), flush=True)
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser("bench", help="run a benchmark, print JSON lines")
+    which = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name, module_name in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        parser = which.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(parser)
+        parser.set_defaults(func=_runner(module))
+
+
+def _runner(module):
+    def run(args: argparse.Namespace) -> int:
+        for record in module.run(args):
+            emit(record)
+        return 0
+
+    return run
