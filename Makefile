@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[notebooks,test]"
 	@touch $(STAMP)
 
+# Jupyter refuses to run as root unless told; containers and Colab-like boxes often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
+	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
 
 # Fast mode (STNLIB_FAST=1): notebooks that train use a small subset and a few steps,
 # through the same code path as the full lesson.

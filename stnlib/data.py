@@ -92,7 +92,7 @@ def _load_cached(root: Path, train: bool, download: bool) -> tuple[torch.Tensor,
         with contextlib.redirect_stdout(log):
             dataset = MNIST(str(root), train=train, download=download)
     except RuntimeError as error:
-        raise _explain_failure(raw, error, log.getvalue()) from error
+        raise _explain_failure(raw, error) from error
     images, labels = dataset.data, dataset.targets
     if images.dtype != torch.uint8 or images.shape[1:] != (28, 28):
         raise MNISTCorruptError(
@@ -114,7 +114,7 @@ def _check_unpacked(raw: Path) -> None:
             )
 
 
-def _explain_failure(raw: Path, error: RuntimeError, log: str) -> RuntimeError:
+def _explain_failure(raw: Path, error: RuntimeError) -> RuntimeError:
     from torchvision.datasets import MNIST
     from torchvision.datasets.utils import check_integrity
 
@@ -130,12 +130,11 @@ def _explain_failure(raw: Path, error: RuntimeError, log: str) -> RuntimeError:
             f"official archive into {raw}, or run once with internet."
         )
     missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
-    reason = str(error)
-    if "Failed to download" in log:
-        reason += " (" + log.strip().splitlines()[-1].strip() + ")"
+    reason = " ".join(str(error).split())
     return MNISTNotFoundError(
-        f"MNIST was not found in {raw} and could not be downloaded: {reason}.\n"
-        f"Missing: {', '.join(missing) or 'none'}.\n"
+        f"MNIST was not found in {raw} and could not be downloaded.\n"
+        f"Missing there: {', '.join(missing) or '(no archive; see the download error)'}.\n"
+        f"Download error: {reason}\n"
         f"Fix: put the four official files ({', '.join(MNIST_FILES)}) into {raw}, "
         f"or point {ENV_VAR} (or the root= argument) at a folder whose MNIST/raw/ has them, "
         "or connect to the internet and run again."

@@ -1,0 +1,26 @@
+"""Shared fixtures. Tests of stnlib's math never need MNIST; those that do use ``mnist``,
+which skips (saying how to provide the files) when MNIST can be neither found nor downloaded."""
+
+from __future__ import annotations
+
+import pytest
+
+from stnlib.data import MNISTNotFoundError, load_mnist
+
+
+@pytest.fixture(scope="session")
+def mnist_arrays():
+    """(train_images, train_labels, test_images, test_labels) as loaded by stnlib.data."""
+    try:
+        return (*load_mnist(train=True), *load_mnist(train=False))
+    except MNISTNotFoundError as error:
+        pytest.skip(f"MNIST unavailable, test skipped. {error}")
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_arrays):
+    """(train ImageSet, test ImageSet) of the full MNIST splits."""
+    from stnlib.data import ImageSet
+
+    train_images, train_labels, test_images, test_labels = mnist_arrays
+    return ImageSet(train_images, train_labels), ImageSet(test_images, test_labels)
