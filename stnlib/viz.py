@@ -6,3 +6,258 @@ check that a figure is built without showing it.
 """
 
 from __future__ import annotations
+
+# ---------------------------------------------------------------------------
+# Notebooks 00-04: pipeline, affine math, grids and the sampler.
+# (Imports are local so that each section of this shared module stands alone.)
+# ---------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    """A pyplot-free Figure: it is shown once in Jupyter and never leaks between cells."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _gray(ax, image, title: str | None = None, vmin: float | None = 0.0,
+          vmax: float | None = 1.0) -> None:
+    """Draw one (H, W) or (1, H, W) image on ``ax`` in gray, without ticks."""
+    import torch
+
+    img = torch.as_tensor(image).detach().float().cpu()
+    img = img.squeeze(0) if img.dim() == 3 else img
+    if img.dim() != 2:
+        raise ValueError(f"image: expected shape (H, W) or (1, H, W), got {tuple(img.shape)}")
+    ax.imshow(img.numpy(), cmap="gray", vmin=vmin, vmax=vmax)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def image_row(images, titles=None, suptitle: str | None = None, size: float = 1.6):
+    """Images side by side. ``images``: a sequence of (H, W) / (1, H, W) tensors, or a
+    tensor (N, 1, H, W); ``titles``: one str per image (optional). Returns the Figure."""
+    images = list(images)
+    if not images:
+        raise ValueError("images: expected at least one image, got an empty sequence")
+    titles = list(titles) if titles is not None else [None] * len(images)
+    if len(titles) != len(images):
+        raise ValueError(f"titles: expected {len(images)} titles (one per image), "
+                         f"got {len(titles)}")
+    fig = _figure(size * len(images), size + (0.5 if suptitle else 0.2))
+    for ax, image, title in zip(fig.subplots(1, len(images), squeeze=False)[0], images, titles,
+                                strict=True):
+        _gray(ax, image, title)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def pipeline_diagram():
+    """The spatial transformer in one picture: U -> localization net -> theta -> grid
+    generator -> sampler -> V, with U also feeding the sampler. Returns the Figure."""
+    fig = _figure(9.0, 2.4)
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 3)
+    ax.axis("off")
+    boxes = {
+        "U": (0.1, 0.9, "input U\n(N, C, H, W)", "#dddddd"),
+        "loc": (1.9, 1.7, "localization net\nf_loc(U)", "#cfe2f3"),
+        "theta": (4.0, 1.7, "theta\n(N, 2, 3)", "#fff2cc"),
+        "grid": (5.6, 1.7, "grid generator\nT_theta(G)", "#d9ead3"),
+        "sampler": (5.6, 0.2, "sampler\nbilinear", "#f4cccc"),
+        "V": (8.2, 0.2, "output V\n(N, C, H', W')", "#dddddd"),
+    }
+    for x, y, text, color in boxes.values():
+        ax.text(x + 0.7, y + 0.45, text, ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "round,pad=0.4", "fc": color, "ec": "#555555"})
+    arrows = [((1.25, 1.55), (1.95, 2.1)), ((3.35, 2.15), (3.95, 2.15)),
+              ((4.95, 2.15), (5.55, 2.15)), ((6.3, 1.75), (6.3, 1.3)),
+              ((1.45, 1.2), (5.55, 0.65)), ((7.05, 0.65), (8.15, 0.65))]
+    for start, end in arrows:
+        ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "lw": 1.4})
+    ax.text(5.0, 2.9, "spatial transformer (differentiable end to end)", ha="center",
+            fontsize=10, style="italic")
+    return fig
+
+
+def align_corners_figure(width: int = 4):
+    """Where normalized -1 and +1 fall on a row of ``width`` pixels, for
+    ``align_corners=False`` (image edges) and ``True`` (centres of the corner pixels)."""
+    fig = _figure(7.5, 2.8)
+    axes = fig.subplots(2, 1)
+    for ax, align in zip(axes, (False, True), strict=True):
+        for col in range(width):
+            ax.add_patch(_rect((col - 0.5, -0.5), 1, 1, fc="#eeeeee" if col % 2 else "#cccccc"))
+            ax.plot(col, 0, "o", color="k", ms=4)
+            if align:
+                x = 2 * col / (width - 1) - 1
+            else:
+                x = (2 * col + 1) / width - 1
+            ax.annotate(f"{x:+.2f}", (col, 0), (col, -0.3), ha="center", fontsize=8)
+        ends = (0, width - 1) if align else (-0.5, width - 0.5)
+        for end, label in zip(ends, ("-1", "+1"), strict=True):
+            ax.axvline(end, color="tab:red", lw=2)
+            ax.text(end, 0.62, label, color="tab:red", ha="center", fontsize=9)
+        ax.set_xlim(-0.8, width - 0.2)
+        ax.set_ylim(-0.6, 0.85)
+        ax.set_aspect("equal")
+        ax.set_yticks([])
+        ax.set_xticks(range(width))
+        ax.set_xticklabels([f"pixel {c}" for c in range(width)], fontsize=8)
+        ax.set_title(f"align_corners={align}: -1/+1 at the "
+                     f"{'corner pixel centres' if align else 'image edges'}", fontsize=9)
+    return fig
+
+
+def _rect(xy, w, h, **kwargs):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle(xy, w, h, ec="#888888", **kwargs)
+
+
+def forward_splat(image, theta):
+    """Forward mapping, the way NOT to warp: push every source pixel of ``image`` (H, W) to
+    the nearest target pixel of ``inverse(theta)`` (theta (2, 3) maps target -> source in
+    normalized coordinates, align_corners=False). Target pixels no source pixel lands on
+    stay 0: the holes. Returns the (H, W) target image."""
+    import torch
+
+    img = torch.as_tensor(image).detach().float().reshape(-1, *torch.as_tensor(image).shape[-2:])
+    img = img[0]
+    h, w = img.shape
+    theta = torch.as_tensor(theta, dtype=torch.float64).reshape(2, 3)
+    full = torch.cat([theta, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)])
+    inverse = torch.linalg.inv(full)[:2]
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    src = torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1, torch.ones(h, w)], -1)
+    dst = src.double() @ inverse.T
+    col = torch.round(((dst[..., 0] + 1) * w - 1) / 2).long()
+    row = torch.round(((dst[..., 1] + 1) * h - 1) / 2).long()
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    out = torch.zeros(h, w)
+    out[row[inside], col[inside]] = img[inside]
+    return out
+
+
+def grids_over_images(image, grids, outputs, titles=None, align_corners: bool = False,
+                      every: int = 3):
+    """For each sampling grid: the input ``image`` (H, W) with the grid's points drawn where
+    they read it (top row), and the sampled output (bottom row). ``grids``: list of
+    (H_out, W_out, 2) normalized (x, y); ``outputs``: list of (H_out, W_out) images;
+    ``every``: draw every k-th grid line. Returns the Figure."""
+    import torch
+
+    img = torch.as_tensor(image).detach().float().squeeze()
+    h, w = img.shape
+    titles = list(titles) if titles is not None else [""] * len(grids)
+    fig = _figure(2.0 * len(grids), 4.2)
+    axes = fig.subplots(2, len(grids), squeeze=False)
+    for k, (grid, out, title) in enumerate(zip(grids, outputs, titles, strict=True)):
+        grid = torch.as_tensor(grid).detach().double().squeeze(0)
+        if align_corners:
+            px = (grid[..., 0] + 1) / 2 * (w - 1)
+            py = (grid[..., 1] + 1) / 2 * (h - 1)
+        else:
+            px = ((grid[..., 0] + 1) * w - 1) / 2
+            py = ((grid[..., 1] + 1) * h - 1) / 2
+        top, bottom = axes[0, k], axes[1, k]
+        _gray(top, img, title)
+        for line in range(0, px.shape[0], every):
+            top.plot(px[line].numpy(), py[line].numpy(), color="tab:orange", lw=0.8)
+        for line in range(0, px.shape[1], every):
+            top.plot(px[:, line].numpy(), py[:, line].numpy(), color="tab:orange", lw=0.8)
+        top.plot(px[0, 0].item(), py[0, 0].item(), "o", color="tab:red", ms=4)
+        top.set_xlim(-0.5 - w * 0.35, w - 0.5 + w * 0.35)
+        top.set_ylim(h - 0.5 + h * 0.35, -0.5 - h * 0.35)
+        _gray(bottom, out, "output")
+    axes[0, 0].set_ylabel("grid on input", fontsize=9)
+    return fig
+
+
+def bilinear_figure(image, x: float, y: float):
+    """Bilinear interpolation on a tiny ``image`` (H, W) at pixel coordinates (x, y): the
+    pixel values, the sample point and the weight of each of its four neighbours."""
+    import math
+
+    import torch
+
+    img = torch.as_tensor(image).detach().double()
+    h, w = img.shape
+    x0, y0 = math.floor(x), math.floor(y)
+    fig = _figure(1.3 * w + 1.2, 1.3 * h + 0.6)
+    ax = fig.add_subplot()
+    ax.imshow(img.numpy(), cmap="Blues", vmin=float(img.min()) - 1, vmax=float(img.max()) + 1)
+    for r in range(h):
+        for c in range(w):
+            ax.text(c, r, f"{img[r, c].item():g}", ha="center", va="center", fontsize=11)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            c, r = x0 + dx, y0 + dy
+            if 0 <= c < w and 0 <= r < h:
+                weight = (1 - abs(x - c)) * (1 - abs(y - r))
+                ax.plot([x, c], [y, r], color="tab:red", lw=0.5 + 3 * weight)
+                ax.text(c + 0.3 * (c - x), r + 0.3 * (r - y) + 0.18, f"w={weight:.3g}",
+                        ha="center", fontsize=8, color="tab:red")
+    ax.plot(x, y, "*", color="tab:red", ms=14)
+    ax.set_xticks(range(w))
+    ax.set_yticks(range(h))
+    ax.set_xlabel("x (column)")
+    ax.set_ylabel("y (row)")
+    ax.set_title(f"sample at (x={x:g}, y={y:g})", fontsize=10)
+    return fig
+
+
+def subgradient_figure(xs, values, grads):
+    """A sample's value as its x coordinate moves (left) and d value / d x (right): linear
+    pieces with kinks at the pixel centres, where autograd picks one side (sub-gradient).
+    ``xs``, ``values``, ``grads``: 1D tensors of the same length."""
+    fig = _figure(8.0, 2.6)
+    left, right = fig.subplots(1, 2)
+    xs, values, grads = (_numpy(t) for t in (xs, values, grads))
+    left.plot(xs, values, color="tab:blue")
+    left.set_xlabel("x (pixel coordinate)")
+    left.set_title("sampled value", fontsize=10)
+    right.plot(xs, grads, ".", ms=3, color="tab:red")
+    right.set_xlabel("x (pixel coordinate)")
+    right.set_title("d value / d x (autograd)", fontsize=10)
+    for ax in (left, right):
+        for c in range(int(xs.min()), int(xs.max()) + 1):
+            ax.axvline(c, color="#bbbbbb", lw=0.6, zorder=0)
+    return fig
+
+
+def _numpy(tensor):
+    import torch
+
+    return torch.as_tensor(tensor).detach().double().cpu().numpy()
+
+
+def theta_gradient_figure(image, grid_grad, theta_grad, every: int = 2):
+    """How a loss wants the sampling to move. Left: ``image`` (H, W) with arrows of
+    -dL/dgrid (``grid_grad`` (H, W, 2), normalized x, y) on every ``every``-th pixel.
+    Right: the six entries of dL/dtheta (``theta_grad`` (2, 3)). Returns the Figure."""
+    import torch
+
+    img = torch.as_tensor(image).detach().float().squeeze()
+    g = -torch.as_tensor(grid_grad).detach().double().squeeze(0)
+    h, w = img.shape
+    fig = _figure(7.5, 3.2)
+    left, right = fig.subplots(1, 2, width_ratios=[1, 1.2])
+    _gray(left, img, "-dL/dgrid: where each sample wants to move")
+    ys, xs = torch.meshgrid(torch.arange(0, h, every), torch.arange(0, w, every), indexing="ij")
+    u, v = g[::every, ::every, 0] * w / 2, g[::every, ::every, 1] * h / 2
+    left.quiver(xs.numpy(), ys.numpy(), u.numpy(), v.numpy(), color="tab:orange",
+                angles="xy", scale_units="xy")
+    names = ["a11 (x<-x)", "a12 (x<-y)", "tx", "a21 (y<-x)", "a22 (y<-y)", "ty"]
+    values = torch.as_tensor(theta_grad).detach().double().reshape(6)
+    right.barh(range(6), (-values).numpy(), color="tab:orange")
+    right.set_yticks(range(6))
+    right.set_yticklabels(names, fontsize=8)
+    right.invert_yaxis()
+    right.axvline(0, color="k", lw=0.6)
+    right.set_title("-dL/dtheta: one gradient step", fontsize=9)
+    return fig
