@@ -1,0 +1,272 @@
+"""The paper's distorted-MNIST variants (R, RTS, P, E, TC), drawn with stnlib's own warps.
+
+Every variant builds a sampling grid with stnlib's grid generators (a 3x3 matrix through
+:func:`stnlib.projective.projective_grid`, or a thin-plate spline through
+:func:`stnlib.tps.tps_grid`) and samples the digit with ``stnlib.grid_sample`` (bilinear,
+zero padding, ``align_corners=False``). Randomness only comes from the ``generator`` you
+pass, so a seed fixes a test set, and a training loop draws fresh distortions each batch.
+
+Sizes and ranges (Jaderberg et al. 2015, section 4.1 and appendix A.1; pixels are pixels
+of the 28x28 digit):
+
+=======  ======  =============================================================================
+variant  output  distortion
+=======  ======  =============================================================================
+R        28x28   rotation uniform in [-90, 90] degrees about the centre
+RTS      42x42   rotation in [-45, 45] degrees, scale in [0.7, 1.2], then a uniform random
+                 position on the 42x42 canvas such that the scaled 28x28 box stays inside
+P        28x28   scale in [0.75, 1.0], then a homography moving each of the four image
+                 corners by an independent Gaussian offset, sigma 5 pixels per axis
+E        28x28   scale in [0.75, 1.0], then a thin-plate spline on a 4x4 grid of control
+                 points, each moved by a Gaussian offset, sigma 1.5 pixels per axis
+TC       60x60   the digit at a uniform random integer position on a 60x60 canvas, plus six
+                 6x6 patches cut from other digits of the batch (cut from the central 20x20,
+                 where the ink is) and pasted at uniform random positions (pixel-wise max)
+=======  ======  =============================================================================
+
+Angles are in image coordinates (x right, y down), so a positive angle turns the digit
+clockwise on screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from stnlib.projective import homography_from_points, projective_grid
+from stnlib.tps import tps_control_points, tps_grid
+
+VARIANTS: tuple[str, ...] = ("R", "RTS", "P", "E", "TC")
+
+#: Output side length of each variant, in pixels.
+OUTPUT_SIZE: dict[str, int] = {"R": 28, "RTS": 42, "P": 28, "E": 28, "TC": 60}
+
+#: The ranges above, in one place (tests and the notebook read them from here).
+RANGES: dict[str, float] = {
+    "R_degrees": 90.0,
+    "RTS_degrees": 45.0, "RTS_scale_min": 0.7, "RTS_scale_max": 1.2,
+    "P_scale_min": 0.75, "P_scale_max": 1.0, "P_sigma_px": 5.0,
+    "E_scale_min": 0.75, "E_scale_max": 1.0, "E_sigma_px": 1.5,
+    "TC_patches": 6, "TC_patch_px": 6,
+}
+
+_DIGIT = 28  # side of an MNIST digit
+_HALF = _DIGIT / 2  # pixels per normalized unit of the digit (align_corners=False)
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def _check_images(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 28, 28) float in [0, 1]; uint8 and (B, 28, 28) are accepted and converted."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, 1, 28, 28), got {type(images)}")
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or images.shape[1:] != (1, _DIGIT, _DIGIT):
+        raise ValueError(f"images must have shape (B, 1, 28, 28) (MNIST digits), got "
+                         f"{tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise TypeError(f"images must be float in [0, 1] or uint8, got dtype {images.dtype}")
+    return images
+
+
+def _check_variant(variant: str) -> str:
+    if variant not in OUTPUT_SIZE:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    return variant
+
+
+def _similarity_matrix(
+    angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, canvas: int
+) -> torch.Tensor:
+    """(N, 3, 3) map from normalized canvas coordinates to normalized digit coordinates.
+
+    Forward (digit -> canvas, in pixels from the centres): ``p_out = shift + scale R p_in``.
+    The grid needs the inverse: ``p_in = R^-1 (p_out - shift) / scale``; pixel coordinates
+    are ``canvas / 2`` (output) and ``14`` (digit) times the normalized ones.
+    """
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    inverse_rotation = torch.stack((torch.stack((cos, sin), -1), torch.stack((-sin, cos), -1)), -2)
+    linear = inverse_rotation / scale[:, None, None]  # (N, 2, 2), pixels -> pixels
+    matrix = torch.zeros(angle.shape[0], 3, 3, dtype=angle.dtype)
+    matrix[:, :2, :2] = linear * (canvas / 2) / _HALF
+    matrix[:, :2, 2] = -(linear @ shift.unsqueeze(-1)).squeeze(-1) / _HALF
+    matrix[:, 2, 2] = 1.0
+    return matrix
+
+
+_CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))  # clockwise on screen
+
+
+def _moved_corners(scale: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """P: where the digit's corners land (normalized): scale * corner + offset, (N, 4, 2)."""
+    corners = torch.tensor(_CORNERS, dtype=torch.float64)
+    return scale[:, None, None] * corners + offsets / _HALF
+
+
+def _convex(quads: torch.Tensor) -> torch.Tensor:
+    """(N, 4, 2) -> (N,) bool: the quadrilateral is convex with the corners' orientation."""
+    edges = quads.roll(-1, dims=1) - quads
+    following = edges.roll(-1, dims=1)
+    turn = edges[..., 0] * following[..., 1] - edges[..., 1] * following[..., 0]
+    return (turn > 0).all(dim=1)
+
+
+def draw_params(variant: str, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Draw the random parameters of ``n`` distortions (float64 tensors, pixels and degrees).
+
+    Keys: R: ``angle``; RTS: ``angle``, ``scale``, ``shift`` (N, 2); P: ``scale``,
+    ``corner_offsets`` (N, 4, 2); E: ``scale``, ``control_offsets`` (N, 16, 2);
+    TC: ``shift`` (N, 2) (integer pixels), ``patch_source`` (N, 6) (index offset to the
+    other digit, >= 1), ``patch_from`` (N, 6, 2), ``patch_to`` (N, 6, 2) (top-left, pixels).
+    """
+    _check_variant(variant)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (for example "
+                        f"torch.Generator().manual_seed(0)), got {type(generator)}")
+    r = RANGES
+    if variant == "R":
+        return {"angle": _uniform(n, -r["R_degrees"], r["R_degrees"], generator)}
+    if variant == "RTS":
+        angle = _uniform(n, -r["RTS_degrees"], r["RTS_degrees"], generator)
+        scale = _uniform(n, r["RTS_scale_min"], r["RTS_scale_max"], generator)
+        room = (OUTPUT_SIZE["RTS"] - _DIGIT * scale) / 2  # the scaled box stays on the canvas
+        shift = (2 * torch.rand(n, 2, generator=generator, dtype=torch.float64) - 1) * room[:, None]
+        return {"angle": angle, "scale": scale, "shift": shift}
+    if variant == "P":
+        scale = _uniform(n, r["P_scale_min"], r["P_scale_max"], generator)
+        offsets = r["P_sigma_px"] * torch.randn(n, 4, 2, generator=generator, dtype=torch.float64)
+        # A rare large offset (> ~3 sigma) folds the quadrilateral, and the homography then
+        # maps part of the image through infinity: draw those offsets again.
+        folded = ~_convex(_moved_corners(scale, offsets))
+        while folded.any():
+            redraw = r["P_sigma_px"] * torch.randn(int(folded.sum()), 4, 2, generator=generator,
+                                                   dtype=torch.float64)
+            offsets[folded] = redraw
+            folded = ~_convex(_moved_corners(scale, offsets))
+        return {"scale": scale, "corner_offsets": offsets}
+    if variant == "E":
+        scale = _uniform(n, r["E_scale_min"], r["E_scale_max"], generator)
+        offsets = r["E_sigma_px"] * torch.randn(n, 16, 2, generator=generator,
+                                                dtype=torch.float64)
+        return {"scale": scale, "control_offsets": offsets}
+    room = (OUTPUT_SIZE["TC"] - _DIGIT) // 2
+    patches, side = int(r["TC_patches"]), int(r["TC_patch_px"])
+    shift = torch.randint(-room, room + 1, (n, 2), generator=generator).double()
+    source = torch.randint(1, max(n, 2), (n, patches), generator=generator)
+    patch_from = torch.randint(4, 4 + 20 - side + 1, (n, patches, 2), generator=generator)
+    patch_to = torch.randint(0, OUTPUT_SIZE["TC"] - side + 1, (n, patches, 2),
+                             generator=generator)
+    return {"shift": shift, "patch_source": source, "patch_from": patch_from,
+            "patch_to": patch_to}
+
+
+def distortion_grid(variant: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sampling grid (N, S, S, 2) (float64) of drawn parameters; S = ``OUTPUT_SIZE``."""
+    _check_variant(variant)
+    canvas = OUTPUT_SIZE[variant]
+    if variant in ("R", "RTS", "TC"):
+        angle = params.get("angle")
+        n = (angle if angle is not None else params["shift"]).shape[0]
+        zeros = torch.zeros(n, dtype=torch.float64)
+        angle = zeros if angle is None else torch.deg2rad(angle)
+        scale = params.get("scale", zeros + 1)
+        shift = params.get("shift", torch.zeros(n, 2, dtype=torch.float64))
+        matrix = _similarity_matrix(angle, scale, shift, canvas)
+        return projective_grid(matrix, (n, 1, canvas, canvas))
+    scale = params["scale"]
+    n = scale.shape[0]
+    if variant == "P":
+        corners = torch.tensor(_CORNERS, dtype=torch.float64).expand(n, 4, 2)
+        # Forward, the digit's corner c lands at scale * c + offset; the grid maps back.
+        moved = _moved_corners(scale, params["corner_offsets"])
+        return projective_grid(homography_from_points(moved, corners), (n, 1, canvas, canvas))
+    # E: output control point c_k samples the digit at (c_k + offset_k) / scale.
+    control = tps_control_points(dtype=torch.float64)
+    source = (control + params["control_offsets"] / _HALF) / scale[:, None, None]
+    return tps_grid(source, (n, 1, canvas, canvas))
+
+
+def _paste_clutter(canvas: torch.Tensor, digits: torch.Tensor,
+                   params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Paste 6x6 patches of other digits into the canvas (pixel-wise max)."""
+    n, _, size, _ = canvas.shape
+    side = int(RANGES["TC_patch_px"])
+    other = (torch.arange(n)[:, None] + params["patch_source"]) % n  # (N, P)
+    steps = torch.arange(side)
+    rows = params["patch_from"][..., 1, None, None] + steps[:, None]  # (N, P, side, 1)
+    cols = params["patch_from"][..., 0, None, None] + steps[None, :]  # (N, P, 1, side)
+    patches = digits[:, 0][other[..., None, None], rows, cols]  # (N, P, side, side)
+    to_rows = params["patch_to"][..., 1, None, None] + steps[:, None]
+    to_cols = params["patch_to"][..., 0, None, None] + steps[None, :]
+    flat_index = (to_rows * size + to_cols).expand(-1, -1, side, side).reshape(n, -1)
+    flat = canvas.reshape(n, -1).scatter_reduce(
+        1, flat_index, patches.reshape(n, -1).to(canvas.dtype), reduce="amax")
+    return flat.reshape(n, 1, size, size)
+
+
+def distort(
+    images: torch.Tensor, variant: str, generator: torch.Generator,
+    *, return_params: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Distort a batch of digits with freshly drawn random parameters.
+
+    Args:
+        images: (B, 1, 28, 28) float in [0, 1] (uint8 or (B, 28, 28) are accepted too).
+        variant: one of ``VARIANTS``.
+        generator: the only source of randomness.
+        return_params: also return the drawn parameters (see :func:`draw_params`).
+
+    Returns:
+        distorted (B, 1, S, S) with ``S = OUTPUT_SIZE[variant]``, same dtype as the input
+        (float32 for uint8 input), values in [0, 1]; and the parameters if asked.
+    """
+    from stnlib.sampler import grid_sample
+
+    images = _check_images(images)
+    params = draw_params(variant, images.shape[0], generator)
+    grid = distortion_grid(variant, params).to(images.dtype)
+    out = grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if variant == "TC":
+        out = _paste_clutter(out, images, params)
+    out = out.clamp(0.0, 1.0)
+    return (out, params) if return_params else out
+
+
+def distort_dataset(
+    images: torch.Tensor, variant: str, seed: int, batch_size: int = 1000
+) -> torch.Tensor:
+    """A fixed distorted copy of a whole dataset (for test sets), reproducible by ``seed``.
+
+    Args:
+        images: (N, 28, 28) uint8 or (N, 1, 28, 28) float in [0, 1].
+        variant: one of ``VARIANTS``.
+        seed: seeds the one generator used for every batch, in order.
+        batch_size: digits distorted at once (TC clutter comes from the same batch).
+
+    Returns:
+        (N, 1, S, S) float32 in [0, 1].
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    chunks = [
+        distort(images[start:start + batch_size], variant, generator).float()
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(chunks)
+
+
+def train_transform(variant: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """``transform(images, generator) -> distorted`` for ``stnlib.train.fit(train_transform=)``:
+    fresh distortions for every training batch, drawn from the training run's generator."""
+    _check_variant(variant)
+
+    def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return distort(images, variant, generator)
+
+    transform.__name__ = f"distort_{variant}"
+    return transform

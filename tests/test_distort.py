@@ -1,0 +1,165 @@
+"""Distortion generators: shapes, ranges respected, deterministic by seed, fresh draws,
+and the geometry each variant promises (checked on synthetic images, no MNIST needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stnlib.distort import (
+    OUTPUT_SIZE,
+    RANGES,
+    VARIANTS,
+    distort,
+    distort_dataset,
+    distortion_grid,
+    draw_params,
+    train_transform,
+)
+
+
+def _digits(n: int = 16, seed: int = 0) -> torch.Tensor:
+    """Blobby synthetic 'digits' in [0, 1], ink in the central 20x20 like MNIST."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 1, 28, 28)
+    images[:, :, 4:24, 4:24] = torch.rand(n, 1, 20, 20, generator=generator)
+    return images
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_dtype_and_range(variant):
+    out = distort(_digits(), variant, torch.Generator().manual_seed(0))
+    size = OUTPUT_SIZE[variant]
+    assert out.shape == (16, 1, size, size) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1 and out.sum() > 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_deterministic_by_seed_and_fresh_per_draw(variant):
+    images = _digits()
+    first = distort(images, variant, torch.Generator().manual_seed(7))
+    again = distort(images, variant, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(first, again, atol=0, rtol=0)
+    generator = torch.Generator().manual_seed(7)
+    distort(images, variant, generator)
+    assert not torch.equal(distort(images, variant, generator), first)
+
+
+def test_uint8_and_unbatched_channel_accepted():
+    images = (_digits(4) * 255).to(torch.uint8)
+    out = distort(images[:, 0], "R", torch.Generator().manual_seed(0))
+    assert out.shape == (4, 1, 28, 28) and out.dtype == torch.float32
+
+
+def test_parameter_ranges():
+    generator = torch.Generator().manual_seed(0)
+    n = 20000
+    r = draw_params("R", n, generator)["angle"]
+    assert r.abs().max() <= RANGES["R_degrees"] and r.abs().max() > 0.99 * RANGES["R_degrees"]
+    rts = draw_params("RTS", n, generator)
+    assert rts["angle"].abs().max() <= 45
+    assert RANGES["RTS_scale_min"] <= rts["scale"].min() and rts["scale"].max() <= 1.2
+    room = (42 - 28 * rts["scale"]) / 2
+    assert (rts["shift"].abs() <= room[:, None]).all()
+    for variant, key, sigma in (("P", "corner_offsets", 5.0), ("E", "control_offsets", 1.5)):
+        params = draw_params(variant, n, generator)
+        assert 0.75 <= params["scale"].min() and params["scale"].max() <= 1.0
+        assert abs(params[key].std().item() - sigma) < 0.05 * sigma
+        assert abs(params[key].mean().item()) < 0.05 * sigma
+    tc = draw_params("TC", n, generator)
+    assert tc["shift"].abs().max() == 16 and tc["patch_to"].max() == 60 - 6
+    assert tc["patch_source"].min() >= 1
+
+
+def _centroid(images: torch.Tensor) -> torch.Tensor:
+    """(x, y) centre of mass in pixels from the image centre, (N, 2)."""
+    size = images.shape[-1]
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    mass = images[:, 0].double().sum((1, 2))
+    x = (images[:, 0].double().sum(1) * coords).sum(1) / mass
+    y = (images[:, 0].double().sum(2) * coords).sum(1) / mass
+    return torch.stack((x, y), dim=1)
+
+
+def test_r_rotates_a_point_by_the_drawn_angle():
+    dot = torch.zeros(64, 1, 28, 28)
+    dot[:, :, 13:15, 20:22] = 1.0  # centred 7 pixels right of the image centre
+    out, params = distort(dot, "R", torch.Generator().manual_seed(3), return_params=True)
+    angle = torch.deg2rad(params["angle"])
+    expected = 7 * torch.stack((torch.cos(angle), torch.sin(angle)), dim=1)
+    torch.testing.assert_close(_centroid(out), expected, atol=0.15, rtol=0)
+
+
+def test_rts_places_the_digit_at_the_drawn_shift_and_scale():
+    dot = torch.zeros(64, 1, 28, 28)
+    dot[:, :, 12:16, 12:16] = 1.0  # a 4x4 square at the centre
+    out, params = distort(dot, "RTS", torch.Generator().manual_seed(4), return_params=True)
+    torch.testing.assert_close(_centroid(out), params["shift"], atol=0.15, rtol=0)
+    torch.testing.assert_close(out[:, 0].double().sum((1, 2)), 16 * params["scale"] ** 2,
+                               atol=0.3, rtol=0.02)
+
+
+def test_p_moves_the_corners_where_drawn():
+    params = draw_params("P", 8, torch.Generator().manual_seed(5))
+    grid = distortion_grid("P", params)  # (8, 28, 28, 2), align_corners=False
+    # The output pixel nearest to a moved corner samples (almost) the source corner.
+    moved = params["scale"][:, None, None] * torch.tensor(
+        [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64)
+    moved = moved + params["corner_offsets"] / 14
+    inside = (moved.abs() < 27 / 28).all(-1)
+    pixel = ((moved + 1) * 14 - 0.5).round().long().clamp(0, 27)
+    for n, k in inside.nonzero().tolist():
+        sampled = grid[n, pixel[n, k, 1], pixel[n, k, 0]]
+        source = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])[k]
+        assert (sampled - source.double()).abs().max() < 0.15
+
+
+def test_e_is_the_scale_plus_small_offsets():
+    params = draw_params("E", 4, torch.Generator().manual_seed(6))
+    grid = distortion_grid("E", params)
+    control = params["control_offsets"]
+    no_noise = distortion_grid("E", {"scale": params["scale"], "control_offsets": 0 * control})
+    expected = torch.nn.functional.affine_grid(
+        torch.eye(2, 3, dtype=torch.float64) / params["scale"][:, None, None], (4, 1, 28, 28),
+        align_corners=False)
+    torch.testing.assert_close(no_noise, expected, atol=1e-9, rtol=0)
+    shift_px = (grid - no_noise).abs().max().item() * 14
+    assert 0 < shift_px < 6 * 1.5 / params["scale"].min().item()
+
+
+def test_tc_digit_at_shift_plus_clutter_from_other_digits():
+    images = torch.zeros(8, 1, 28, 28)
+    images[:, :, 4:24, 4:24] = 1.0  # every 'digit' is a filled 20x20 square
+    out, params = distort(images, "TC", torch.Generator().manual_seed(8), return_params=True)
+    for n in range(8):
+        x, y = (params["shift"][n] + 16).long().tolist()
+        assert out[n, 0, y + 4:y + 24, x + 4:x + 24].min() == 1.0  # the digit, exactly moved
+    clutter = out.sum((1, 2, 3)) - 400
+    assert (clutter > 0).all() and (clutter <= 6 * 36).all()
+
+
+def test_distort_dataset_is_fixed_by_seed():
+    images = (_digits(10) * 255).to(torch.uint8)[:, 0]
+    first = distort_dataset(images, "RTS", seed=11, batch_size=4)
+    torch.testing.assert_close(first, distort_dataset(images, "RTS", seed=11, batch_size=4))
+    assert first.shape == (10, 1, 42, 42)
+    assert not torch.equal(first, distort_dataset(images, "RTS", seed=12, batch_size=4))
+
+
+def test_train_transform_uses_the_given_generator():
+    transform = train_transform("E")
+    images = _digits(3)
+    torch.testing.assert_close(transform(images, torch.Generator().manual_seed(1)),
+                               distort(images, "E", torch.Generator().manual_seed(1)))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="variant must be one of"):
+        distort(_digits(2), "X", torch.Generator())
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+        distort(torch.zeros(2, 1, 30, 30), "R", torch.Generator())
+    with pytest.raises(TypeError, match="generator"):
+        distort(_digits(2), "R", 0)
+    assert math.isfinite(distortion_grid("P", draw_params("P", 500, torch.Generator())).sum())
