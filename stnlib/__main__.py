@@ -13,6 +13,7 @@ import sys
 # Modules that contribute commands, in the order ``--help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
     "stnlib.bench",
+    "stnlib.paper",
 )
 
 

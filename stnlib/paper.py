@@ -1,0 +1,505 @@
+"""The paper's distorted-MNIST experiment (Jaderberg et al. 2015, Table 1): models and runner.
+
+Models (appendix A.1 as we read it; choices we had to make are marked *choice*):
+
+* **FCN**: three fully connected weight layers, ``S*S -> 64 -> 64 -> 10`` with ReLU
+  (*choice*: 64 hidden units, so a 28x28 FCN has about as many weights as the CNN).
+* **CNN**: ``conv 9x9, 32 -> max-pool 2 -> conv 7x7, 32 -> max-pool 2 -> linear 10``, ReLU
+  after each convolution: three weight layers and two max-pooling layers.
+* **ST-FCN / ST-CNN**: a spatial transformer at the input, then the same classifier. Its
+  localisation network is an FCN ``S*S -> 32 -> 32 -> P`` (ST-FCN) or a CNN
+  ``conv 5x5, 20 -> pool 2 -> conv 5x5, 20 -> pool 2 -> 50 -> P`` (ST-CNN), whose last layer
+  starts at zero weights and the identity bias. The transformer's output is 28x28 for every
+  variant (*choice*: RTS 42x42 and TC 60x60 inputs are resampled to 28x28, so the
+  transformer must zoom in to keep the digit at full resolution).
+* Transformers (``P`` parameters): ``aff`` affine (6, :func:`stnlib.affine_grid`), ``proj``
+  projective (8, :func:`stnlib.projective.projective_grid`), ``tps`` thin-plate spline with
+  a 4x4 grid of control points (32, :func:`stnlib.tps.tps_grid`).
+
+Images enter in [0, 1] with zero background; the model normalises *after* the sampler.
+
+Training (*choice*, the paper used SGD, 150k iterations of batch 256, lr 0.01 / 10 every
+50k): our cells get a CPU budget of a few thousand Adam steps; ``results/table1.json``
+records exactly what each cell got. Training distortions are drawn afresh for every batch
+(``train_transform``); test sets are the 10,000 MNIST test digits distorted once with a
+fixed seed per variant.
+
+Command line: ``python -m stnlib paper --cells 'stcnn-*/R,cnn/R' --steps 3000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stnlib.checkpoint import atomic_write_text
+from stnlib.grid import affine_grid
+from stnlib.models import seeded_init
+from stnlib.projective import PROJECTIVE_IDENTITY, projective_grid
+from stnlib.tps import tps_control_points, tps_grid
+
+#: transformer kind -> number of parameters the localisation network predicts.
+TRANSFORMERS: dict[str, int] = {"aff": 6, "proj": 8, "tps": 32}
+CLASSIFIERS: tuple[str, ...] = ("fcn", "cnn")
+SAMPLERS: tuple[str, ...] = ("stnlib", "torch")
+
+# MNIST pixel statistics, applied after the sampler.
+_MEAN, _STD = 0.1307, 0.3081
+
+
+def identity_params(kind: str) -> torch.Tensor:
+    """The parameters of the identity warp for a transformer kind, shape (P,)."""
+    if kind == "aff":
+        return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    if kind == "proj":
+        return torch.tensor(PROJECTIVE_IDENTITY)
+    if kind == "tps":
+        return tps_control_points().reshape(-1)
+    raise ValueError(f"kind must be one of {', '.join(TRANSFORMERS)}, got {kind!r}")
+
+
+def params_grid(
+    params: torch.Tensor, kind: str, size: tuple[int, int, int, int]
+) -> torch.Tensor:
+    """Sampling grid (N, H, W, 2) of ``params (N, P)`` for a transformer ``kind``."""
+    if kind == "aff":
+        return affine_grid(params.view(-1, 2, 3), size, align_corners=False)
+    if kind == "proj":
+        return projective_grid(params, size, align_corners=False)
+    if kind == "tps":
+        return tps_grid(params, size, align_corners=False)
+    raise ValueError(f"kind must be one of {', '.join(TRANSFORMERS)}, got {kind!r}")
+
+
+def _sample(input: torch.Tensor, grid: torch.Tensor, sampler: str) -> torch.Tensor:
+    if sampler == "torch":  # the opt-in fast path: same result within 1e-5
+        return nn.functional.grid_sample(input, grid, mode="bilinear", padding_mode="zeros",
+                                         align_corners=False)
+    from stnlib.sampler import grid_sample
+
+    return grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _conv_side(side: int, kernel: int) -> int:
+    return (side - kernel + 1) // 2
+
+
+def _fcn(side: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(side * side, hidden), nn.ReLU(),
+        nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, outputs),
+    )
+
+
+def _cnn(side: int, outputs: int) -> nn.Sequential:
+    out = _conv_side(_conv_side(side, 9), 7)
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 9), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 7), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * out * out, outputs),
+    )
+
+
+def _localisation(kind: str, side: int, outputs: int) -> nn.Sequential:
+    if kind == "fcn":
+        return _fcn(side, 32, outputs)
+    out = _conv_side(_conv_side(side, 5), 5)
+    return nn.Sequential(
+        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(20, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(20 * out * out, 50), nn.ReLU(), nn.Linear(50, outputs),
+    )
+
+
+class PaperNet(nn.Module):
+    """One model of Table 1: FCN, CNN, ST-FCN or ST-CNN with an aff/proj/tps transformer.
+
+    Args:
+        classifier: ``"fcn"`` or ``"cnn"`` (also the localisation network's kind).
+        transformer: ``None`` (no spatial transformer), ``"aff"``, ``"proj"`` or ``"tps"``.
+        input_size: side S of the square input images (28, 42 for RTS, 60 for TC).
+        output_size: side of the transformer's output (what the classifier sees).
+        sampler: ``"stnlib"`` (from scratch) or ``"torch"`` (opt-in fast path).
+        seed: initial weights are drawn from it (torch's global random state is untouched).
+
+    Shapes: ``forward(input (N, 1, S, S) in [0, 1]) -> logits (N, 10)``;
+    ``rectify(input) -> (N, 1, output_size, output_size)``, the transformer's output;
+    ``warp_params(input) -> (N, P)``.
+    """
+
+    def __init__(self, classifier: str = "cnn", transformer: str | None = None,
+                 input_size: int = 28, output_size: int = 28, sampler: str = "stnlib",
+                 seed: int | None = 0) -> None:
+        super().__init__()
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
+        if transformer is not None and transformer not in TRANSFORMERS:
+            raise ValueError(f"transformer must be None or one of {tuple(TRANSFORMERS)}, "
+                             f"got {transformer!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if int(input_size) < 28 or int(output_size) < 28:
+            raise ValueError(f"input_size and output_size must be >= 28 pixels, got "
+                             f"{input_size} and {output_size}")
+        self.config = {"classifier": classifier, "transformer": transformer,
+                       "input_size": int(input_size), "output_size": int(output_size),
+                       "sampler": sampler, "seed": seed}
+        self.transformer, self.sampler = transformer, sampler
+        self.input_size = int(input_size)
+        side = int(output_size) if transformer else int(input_size)
+        self.output_size = side
+        with seeded_init(seed):
+            if transformer:
+                self.localisation = _localisation(classifier, self.input_size,
+                                                  TRANSFORMERS[transformer])
+                last = self.localisation[-1]
+                with torch.no_grad():
+                    last.weight.zero_()
+                    last.bias.copy_(identity_params(transformer))
+            self.classifier = _fcn(side, 64, 10) if classifier == "fcn" else _cnn(side, 10)
+
+    def _check(self, input: torch.Tensor) -> None:
+        expected = (1, self.input_size, self.input_size)
+        if input.dim() != 4 or tuple(input.shape[1:]) != expected:
+            raise ValueError(f"input must have shape (N, {', '.join(map(str, expected))}), "
+                             f"got {tuple(input.shape)}")
+
+    def warp_params(self, input: torch.Tensor) -> torch.Tensor:
+        """What the localisation network predicts: (N, P)."""
+        self._check(input)
+        if not self.transformer:
+            raise ValueError("this model has no spatial transformer (transformer=None)")
+        return self.localisation(input)
+
+    def rectify(self, input: torch.Tensor) -> torch.Tensor:
+        """The transformer's output (N, 1, output_size, output_size); the input if none."""
+        self._check(input)
+        if not self.transformer:
+            return input
+        size = (input.shape[0], 1, self.output_size, self.output_size)
+        grid = params_grid(self.localisation(input), self.transformer, size)
+        return _sample(input, grid, self.sampler)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.classifier((self.rectify(input) - _MEAN) / _STD)
+
+
+# ------------------------------------------------------------------------------------
+# Table 1: cells, paper numbers, runner, results files
+# ------------------------------------------------------------------------------------
+
+#: model key -> (classifier, transformer) and the row name of Table 1.
+MODELS: dict[str, tuple[str, str | None]] = {
+    "fcn": ("fcn", None), "cnn": ("cnn", None),
+    "stfcn-aff": ("fcn", "aff"), "stfcn-proj": ("fcn", "proj"), "stfcn-tps": ("fcn", "tps"),
+    "stcnn-aff": ("cnn", "aff"), "stcnn-proj": ("cnn", "proj"), "stcnn-tps": ("cnn", "tps"),
+}
+ROW_NAMES: dict[str, str] = {
+    "fcn": "FCN", "cnn": "CNN", "stfcn-aff": "ST-FCN Aff", "stfcn-proj": "ST-FCN Proj",
+    "stfcn-tps": "ST-FCN TPS", "stcnn-aff": "ST-CNN Aff", "stcnn-proj": "ST-CNN Proj",
+    "stcnn-tps": "ST-CNN TPS",
+}
+COLUMNS: tuple[str, ...] = ("R", "RTS", "P", "E", "TC")
+
+#: The paper's % test error (Table 1; TC from its cluttered-MNIST column, affine ST).
+PAPER_ERROR: dict[str, float] = {
+    **{f"{m}/{v}": e for m, row in {
+        "fcn": (2.1, 5.2, 3.1, 3.2), "cnn": (1.2, 0.8, 1.5, 1.4),
+        "stfcn-aff": (1.2, 0.8, 1.5, 2.7), "stfcn-proj": (1.3, 0.9, 1.4, 2.6),
+        "stfcn-tps": (1.1, 0.8, 1.4, 2.4), "stcnn-aff": (0.7, 0.5, 0.8, 1.2),
+        "stcnn-proj": (0.8, 0.6, 0.8, 1.3), "stcnn-tps": (0.7, 0.5, 0.8, 1.1),
+    }.items() for v, e in zip(("R", "RTS", "P", "E"), row, strict=True)},
+    "fcn/TC": 13.2, "cnn/TC": 3.5, "stfcn-aff/TC": 2.0, "stcnn-aff/TC": 1.7,
+}
+
+#: Every cell, in the order we spend CPU on them: ST-CNN and CNN on R/RTS/P/E, then TC,
+#: then the FCNs.
+CELLS: tuple[str, ...] = (
+    *(f"{m}/{v}" for v in ("R", "RTS", "P", "E")
+      for m in ("stcnn-aff", "stcnn-proj", "stcnn-tps", "cnn")),
+    "stcnn-aff/TC", "cnn/TC",
+    *(f"{m}/{v}" for v in ("R", "RTS", "P", "E")
+      for m in ("fcn", "stfcn-aff", "stfcn-proj", "stfcn-tps")),
+    "stfcn-aff/TC", "fcn/TC",
+)
+
+#: Seed of each variant's fixed test set (the 10,000 MNIST test digits distorted once).
+TEST_SEEDS: dict[str, int] = {"R": 1001, "RTS": 1002, "P": 1003, "E": 1004, "TC": 1005}
+
+
+def select_cells(patterns: str | None) -> list[str]:
+    """Cells matching comma-separated shell patterns (``"stcnn-*/R,cnn/TC"``), in
+    :data:`CELLS` order; ``None`` or ``"all"`` selects every cell."""
+    from fnmatch import fnmatchcase
+
+    if patterns is None or patterns.strip() == "all":
+        return list(CELLS)
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [c for c in CELLS if any(fnmatchcase(c, p) for p in wanted)]
+    if not chosen:
+        raise ValueError(f"--cells {patterns!r} matches no cell; cells look like "
+                         f"'stcnn-aff/R' (models: {', '.join(MODELS)}; variants: "
+                         f"{', '.join(COLUMNS)}), e.g. --cells 'stcnn-*/R,cnn/*'")
+    return chosen
+
+
+def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0) -> PaperNet:
+    """The untrained model of a cell, e.g. ``cell_model("stcnn-tps/RTS")``."""
+    from stnlib.distort import OUTPUT_SIZE
+
+    if cell not in PAPER_ERROR:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    model, variant = cell.split("/")
+    classifier, transformer = MODELS[model]
+    return PaperNet(classifier, transformer, input_size=OUTPUT_SIZE[variant], output_size=28,
+                    sampler=sampler, seed=seed)
+
+
+def distorted_test_set(variant: str, size: int | None = None):
+    """The fixed test set of a variant: MNIST test digits distorted with ``TEST_SEEDS``.
+
+    Returns an :class:`stnlib.data.ImageSet` of uint8 images (N, 1, S, S) (the first
+    ``size`` test digits, or all 10,000).
+    """
+    from stnlib.data import ImageSet, mnist
+    from stnlib.distort import distort_dataset
+
+    test = mnist(train=False)
+    if size is not None:
+        test = test.subset(int(size))
+    images = distort_dataset(test.images, variant, seed=TEST_SEEDS[variant])
+    return ImageSet((images * 255).round().to(torch.uint8), test.labels)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one cell is trained with (recorded verbatim in ``table1.json``).
+
+    The paper: SGD, 150k steps of batch 256, lr 0.01 divided by 10 every 50k steps.
+    Ours by default (a shared 2-core CPU): Adam, ``epochs`` passes over the 60,000
+    training digits (fresh distortions every batch), batch 64, one-cycle schedule.
+    """
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    schedule: str = "onecycle"
+    seed: int = 0
+    sampler: str = "stnlib"
+    threads: int = 1
+    train_size: int | None = None  # None: all 60,000 training digits
+    test_size: int | None = None  # None: all 10,000 test digits
+
+
+def fast_budget() -> Budget:
+    """A few seconds per cell through the same code path (fast mode, tests)."""
+    return Budget(epochs=1, batch_size=32, train_size=256, test_size=200)
+
+
+def results_paths(results_dir: str | Path) -> tuple[Path, Path]:
+    """(table1.json, table1.md) inside ``results_dir``."""
+    results_dir = Path(results_dir)
+    return results_dir / "table1.json", results_dir / "table1.md"
+
+
+def load_results(results_dir: str | Path) -> dict[str, Any]:
+    """The results file as a dict (every cell present; unrun ones ``"status": "not run"``)."""
+    path, _ = results_paths(results_dir)
+    cells = {c: {"status": "not run", "paper_error_pct": PAPER_ERROR[c]} for c in CELLS}
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            cells.update(saved["cells"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{path} is not a readable table1.json ({error}); restore it with "
+                f"`git checkout {path}` or move it away to start afresh") from error
+    return {"experiment": "Jaderberg et al. 2015, Table 1 (distorted MNIST), % test error",
+            "cells": {c: cells[c] for c in CELLS}}
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """Table 1, ours beside the paper's, then what each measured cell was trained with."""
+    cells = results["cells"]
+
+    def entry(cell: str) -> str:
+        if cell not in PAPER_ERROR:
+            return ""
+        record = cells.get(cell, {})
+        ours = (f"**{record['error_pct']:.2f}**" if record.get("status") == "done"
+                else "not run yet")
+        return f"{ours} ({PAPER_ERROR[cell]})"
+
+    lines = ["# Table 1: % test error on distorted MNIST, ours (paper)", "",
+             "| model | " + " | ".join(COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    for model in MODELS:
+        lines.append(f"| {ROW_NAMES[model]} | "
+                     + " | ".join(entry(f"{model}/{v}") for v in COLUMNS) + " |")
+    lines += ["", "Paper: SGD, 150,000 steps of batch 256 (640 epochs). Ours: the budget below, "
+              "on a 2-core CPU shared with other jobs (wall times include that contention).", "",
+              "| cell | error % | paper % | epochs | steps | batch | optimizer | lr | seed | "
+              "sampler | train s | test images |", "|---|" + "---|" * 11]
+    for cell in CELLS:
+        r = cells.get(cell, {})
+        if r.get("status") != "done":
+            continue
+        lines.append(
+            f"| {cell} | {r['error_pct']:.2f} | {r['paper_error_pct']} | {r['epochs']} | "
+            f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']} | {r['lr']} | "
+            f"{r['seed']} | {r['sampler']} | {r['train_s']:.0f} | {r['test_images']} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_results(results: dict[str, Any], results_dir: str | Path) -> None:
+    """Write table1.json and table1.md atomically."""
+    json_path, md_path = results_paths(results_dir)
+    atomic_write_text(json.dumps(results, indent=1, sort_keys=False) + "\n", json_path)
+    atomic_write_text(markdown_table(results), md_path)
+
+
+def run_cell(cell: str, budget: Budget, results_dir: str | Path, *, progress: bool = True,
+             keep_checkpoint: bool = False) -> dict[str, Any]:
+    """Train and evaluate one cell; returns its record (not yet written to table1.json).
+
+    A resumable training checkpoint lives in ``results_dir/runs/`` while the cell trains
+    (an interrupted cell continues where it stopped) and is removed when it is done;
+    with ``keep_checkpoint`` the trained weights are saved to
+    ``results_dir/checkpoints/<model>_<variant>.pt`` (small: weights only).
+    """
+    from stnlib.checkpoint import save_checkpoint
+    from stnlib.data import mnist
+    from stnlib.distort import train_transform
+    from stnlib.train import evaluate, fit
+
+    model_key, variant = cell.split("/")
+    model = cell_model(cell, budget.sampler, budget.seed)
+    train_set = mnist(train=True)
+    if budget.train_size is not None:
+        train_set = train_set.subset(budget.train_size)
+    test_set = distorted_test_set(variant, budget.test_size)
+    name = f"{model_key}_{variant}"
+    run_path = Path(results_dir) / "runs" / f"{name}.pt"
+    history = fit(model, train_set, None, epochs=budget.epochs, batch_size=budget.batch_size,
+                  lr=budget.lr, optimizer=budget.optimizer, schedule=budget.schedule,
+                  seed=budget.seed, checkpoint=run_path, resume=True, progress=progress,
+                  train_transform=train_transform(variant), threads=budget.threads)
+    start = time.perf_counter()
+    accuracy = evaluate(model, test_set)
+    eval_s = time.perf_counter() - start
+    if keep_checkpoint:
+        model.to(memory_format=torch.contiguous_format)
+        save_checkpoint(Path(results_dir) / "checkpoints" / f"{name}.pt", model)
+    run_path.unlink(missing_ok=True)
+    return {
+        "status": "done", "error_pct": round(100 * (1 - accuracy), 3),
+        "paper_error_pct": PAPER_ERROR[cell], "model": ROW_NAMES[model_key],
+        "variant": variant, "seed": budget.seed, "epochs": budget.epochs,
+        "steps": history.steps, "batch_size": min(budget.batch_size, len(train_set)),
+        "train_images": len(train_set), "optimizer": budget.optimizer,
+        "schedule": budget.schedule, "lr": budget.lr, "sampler": budget.sampler,
+        "threads": budget.threads, "train_s": round(history.train_s, 1),
+        "eval_s": round(eval_s, 1), "test_images": len(test_set),
+        "test_seed": TEST_SEEDS[variant], "final_train_loss": round(history.train_loss[-1], 4),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "torch": torch.__version__, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  time.gmtime()),
+    }
+
+
+def run(cells: list[str], budget: Budget, results_dir: str | Path, *, force: bool = False,
+        progress: bool = True, keep_checkpoints: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run the given cells one at a time, writing the results after each (resumable: a
+    cell already ``"done"`` in ``table1.json`` is skipped unless ``force``)."""
+    results = load_results(results_dir)
+    for cell in cells:
+        if results["cells"][cell].get("status") == "done" and not force:
+            continue
+        results["cells"][cell] = run_cell(cell, budget, results_dir, progress=progress,
+                                          keep_checkpoint=cell in keep_checkpoints)
+        save_results(results, results_dir)
+    save_results(results, results_dir)
+    return results
+
+
+# ------------------------------------------------------------------------------------
+# command line: python -m stnlib paper
+# ------------------------------------------------------------------------------------
+
+_FAST_RESULTS = Path("runs") / "paper-fast"
+
+
+def _main(args: argparse.Namespace) -> int:
+    from stnlib.fastmode import fast_mode
+
+    if args.list:
+        for cell in select_cells(args.cells):
+            print(f"{cell:16s} paper {PAPER_ERROR[cell]:4.1f}%")
+        return 0
+    fast = args.fast or fast_mode()
+    base = fast_budget() if fast else Budget()
+    budget = Budget(
+        epochs=args.epochs or base.epochs, batch_size=args.batch_size or base.batch_size,
+        lr=args.lr or base.lr, optimizer=args.optimizer or base.optimizer,
+        schedule=args.schedule or base.schedule, seed=args.seed, sampler=args.sampler,
+        threads=args.threads, train_size=args.train_size or base.train_size,
+        test_size=args.test_size or base.test_size)
+    results_dir = Path(args.results or (_FAST_RESULTS if fast else "results"))
+    cells = select_cells(args.cells)
+    keep = tuple(select_cells(args.keep_checkpoints)) if args.keep_checkpoints else ()
+    done = load_results(results_dir)["cells"]
+    for cell in cells:
+        if done[cell].get("status") == "done" and not args.force:
+            print(f"{cell}: done already ({done[cell]['error_pct']:.2f}% error), skipped")
+            continue
+        record = run(cells=[cell], budget=budget, results_dir=results_dir, force=args.force,
+                     progress=not args.no_progress, keep_checkpoints=keep)["cells"][cell]
+        print(f"{cell}: {record['error_pct']:.2f}% error (paper {record['paper_error_pct']}%), "
+              f"{record['steps']} steps in {record['train_s']:.0f} s", flush=True)
+    print(f"wrote {results_paths(results_dir)[0]} and {results_paths(results_dir)[1]}")
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """``python -m stnlib paper``: train and evaluate the cells of Table 1."""
+    parser = subparsers.add_parser(
+        "paper", help="reproduce Table 1 of the STN paper (distorted MNIST)",
+        description="Train and evaluate the cells of Table 1 one at a time, writing "
+                    "results/table1.json and results/table1.md after each. A cell already "
+                    "done is skipped (use --force to retrain it); an interrupted cell "
+                    "resumes from results/runs/.")
+    parser.add_argument("--cells", default=None,
+                        help="comma-separated patterns, e.g. 'stcnn-*/R,cnn/TC' (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the selected cells and exit")
+    parser.add_argument("--epochs", type=int, default=None, help="passes over the training set")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None)
+    parser.add_argument("--schedule", choices=("onecycle", "step", "constant"), default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampler", choices=SAMPLERS, default="stnlib",
+                        help="'torch' is the opt-in fast path (same result within 1e-5)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: the machine is shared)")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="train on the first N digits (default: all 60,000)")
+    parser.add_argument("--test-size", type=int, default=None,
+                        help="test on the first N digits (default: all 10,000)")
+    parser.add_argument("--results", default=None,
+                        help="results folder (default: results/, or runs/paper-fast/ in fast "
+                             "mode)")
+    parser.add_argument("--keep-checkpoints", default=None,
+                        help="cells whose trained weights to save to <results>/checkpoints/")
+    parser.add_argument("--force", action="store_true", help="retrain cells already done")
+    parser.add_argument("--fast", action="store_true",
+                        help="tiny budget through the same code path (also STNLIB_FAST=1)")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    parser.set_defaults(func=_main)
