@@ -332,7 +332,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
     def entry(cell: str) -> str:
         if cell not in PAPER_ERROR:
-            return ""
+            return "-"
         record = cells.get(cell, {})
         ours = (f"**{record['error_pct']:.2f}**" if record.get("status") == "done"
                 else "not run yet")

@@ -1,0 +1,126 @@
+"""Table 1 models and runner: shapes, identity initialisation, parameter counts, cell
+selection, results files, checkpoints, and a fast-mode end-to-end run of one cell."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from stnlib import paper
+from stnlib.checkpoint import load_checkpoint, save_checkpoint
+from stnlib.paper import (
+    CELLS,
+    PAPER_ERROR,
+    PaperNet,
+    cell_model,
+    fast_budget,
+    load_results,
+    markdown_table,
+    select_cells,
+)
+
+
+def test_every_cell_has_a_paper_number_and_a_working_model():
+    assert len(CELLS) == len(set(CELLS)) == len(PAPER_ERROR) == 36
+    for cell in CELLS:
+        model = cell_model(cell, sampler="torch")
+        size = model.input_size
+        logits = model(torch.rand(2, 1, size, size))
+        assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("kind", ["aff", "proj", "tps"])
+@pytest.mark.parametrize("classifier", ["fcn", "cnn"])
+def test_transformer_starts_as_identity(kind, classifier):
+    images = torch.rand(3, 1, 28, 28)
+    model = PaperNet(classifier, kind, sampler="torch")
+    torch.testing.assert_close(model.rectify(images), images, atol=1e-5, rtol=0)
+    canvas = torch.rand(3, 1, 42, 42)  # a larger canvas is resampled to 28x28, no warp
+    wide = PaperNet(classifier, kind, input_size=42, sampler="torch")
+    reference = PaperNet(classifier, "aff", input_size=42, sampler="torch").rectify(canvas)
+    assert wide.rectify(canvas).shape == (3, 1, 28, 28)
+    torch.testing.assert_close(wide.rectify(canvas), reference, atol=1e-5, rtol=0)
+
+
+def test_transformer_trains_its_localisation_net():
+    model = PaperNet("cnn", "tps", sampler="torch")
+    model(torch.rand(4, 1, 28, 28)).sum().backward()
+    assert model.localisation[-1].weight.grad.abs().sum() > 0
+
+
+def test_parameter_counts_roughly_equal():
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    fcn, cnn = count(PaperNet("fcn")), count(PaperNet("cnn"))
+    assert abs(fcn - cnn) / cnn < 0.1
+    for kind, extra in (("aff", 6), ("proj", 8), ("tps", 32)):
+        assert count(PaperNet("cnn", kind)) - count(PaperNet("cnn", "aff")) == 51 * (extra - 6)
+
+
+def test_seeded_init_is_reproducible_and_leaves_global_state_alone():
+    state = torch.get_rng_state()
+    first, second = PaperNet("cnn", "proj", seed=3), PaperNet("cnn", "proj", seed=3)
+    assert torch.equal(state, torch.get_rng_state())
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = cell_model("stcnn-tps/RTS", sampler="torch", seed=1)
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    loaded = load_checkpoint(path)
+    images = torch.rand(2, 1, 42, 42)
+    torch.testing.assert_close(loaded(images), model.eval()(images))
+
+
+def test_select_cells():
+    assert select_cells("stcnn-*/R") == ["stcnn-aff/R", "stcnn-proj/R", "stcnn-tps/R"]
+    assert select_cells("cnn/TC, fcn/R") == ["cnn/TC", "fcn/R"]
+    assert select_cells(None) == list(CELLS) == select_cells("all")
+    with pytest.raises(ValueError, match="matches no cell"):
+        select_cells("resnet/R")
+
+
+def test_results_file_lists_every_cell_and_marks_unrun(tmp_path):
+    results = load_results(tmp_path)
+    assert all(results["cells"][c]["status"] == "not run" for c in CELLS)
+    text = markdown_table(results)
+    assert text.count("not run yet") == 36 and "| ST-CNN TPS |" in text
+    (tmp_path / "table1.json").write_text("{ broken")
+    with pytest.raises(ValueError, match="table1.json"):
+        load_results(tmp_path)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="classifier"):
+        PaperNet("rnn")
+    with pytest.raises(ValueError, match="transformer"):
+        PaperNet("cnn", "similarity")
+    with pytest.raises(ValueError, match="input must have shape"):
+        PaperNet("cnn", "aff")(torch.rand(2, 1, 42, 42))
+    with pytest.raises(ValueError, match="cell must be one of"):
+        cell_model("stcnn-proj/TC")
+
+
+def test_fast_end_to_end_one_cell_resumable(mnist, tmp_path):
+    budget = fast_budget()
+    results = paper.run(["stcnn-proj/E"], budget, tmp_path, progress=False,
+                        keep_checkpoints=("stcnn-proj/E",))
+    record = results["cells"]["stcnn-proj/E"]
+    assert record["status"] == "done" and 0 <= record["error_pct"] <= 100
+    assert record["steps"] == budget.train_size // budget.batch_size
+    assert record["test_images"] == budget.test_size and record["seed"] == 0
+    saved = json.loads((tmp_path / "table1.json").read_text())
+    assert saved["cells"]["stcnn-proj/E"] == record
+    assert saved["cells"]["cnn/R"]["status"] == "not run"
+    assert "not run yet" in (tmp_path / "table1.md").read_text()
+    model = load_checkpoint(tmp_path / "checkpoints" / "stcnn-proj_E.pt")
+    assert isinstance(model, PaperNet) and model.config["transformer"] == "proj"
+    # A finished cell is not retrained; the same seed gives the same result when forced.
+    again = paper.run(["stcnn-proj/E"], budget, tmp_path, progress=False)
+    assert again["cells"]["stcnn-proj/E"]["finished_utc"] == record["finished_utc"]
+    forced = paper.run(["stcnn-proj/E"], budget, tmp_path, progress=False, force=True)
+    assert forced["cells"]["stcnn-proj/E"]["error_pct"] == record["error_pct"]
