@@ -312,3 +312,59 @@ def check_undo_angle(answer: Any) -> bool:
     if value is not None and abs(value - 40) < 1e-3:
         hint = "applying R(40) again rotates further: the transformer has to invert it."
     return _verdict(answer, ok, "theta = R(40)^-1 = R(-40).", hint)
+
+
+# ---------------------------------------------------------------------------
+# Notebook 06: the paper's distorted MNIST (owner: issue 7).
+# ---------------------------------------------------------------------------
+
+
+def check_projective_from_affine(answer: Any) -> bool:
+    """06. The 8 projective parameters ``(p0, ..., p7)`` whose grid equals
+    ``affine_grid`` of theta = [[0.8, -0.2, 0.1], [0.3, 0.9, 0.0]]."""
+    params = _as_tensor(answer, (8,))
+    expected = [0.8, -0.2, 0.1, 0.3, 0.9, 0.0, 0.0, 0.0]
+    ok = _close(params, expected)
+    hint = ("8 numbers: the first six are theta's rows read left to right, the last two fill "
+            "the bottom row [p6, p7, 1] of the homography.")
+    if ok is False and _close(params[6:], [0.0, 0.0]) is False:
+        hint = ("the bottom row must be [0, 0, 1] for the division by w to do nothing: "
+                "p6 = p7 = 0.")
+    return _verdict(answer, ok, "with a bottom row [0, 0, 1], w = 1 everywhere and the "
+                    "homography is exactly the affine map.", hint)
+
+
+def check_tps_identity(answer: Any) -> bool:
+    """06. What the TPS localisation network outputs at initialisation: the 16 control
+    points of the regular 4x4 grid over [-1, 1], as (16, 2) (x varies fastest) or (32,)."""
+    from stnlib.tps import tps_control_points
+
+    points = _as_tensor(answer, (16, 2))
+    if points is None:
+        flat = _as_tensor(answer, (32,))
+        points = None if flat is None else flat.reshape(16, 2)
+    ok = _close(points, tps_control_points(dtype=torch.float64))
+    hint = ("16 points (x, y) with x and y in {-1, -1/3, 1/3, 1}: torch.linspace(-1, 1, 4) "
+            "and torch.meshgrid(..., indexing='ij'), stacked as (x, y).")
+    if ok is False and _close(points.flip(-1), tps_control_points(dtype=torch.float64)):
+        hint = "x comes first in each pair (x along the width, as in grids): swap the columns."
+    return _verdict(answer, ok, "each control point samples itself, and a thin-plate spline "
+                    "through those points is the identity warp.", hint)
+
+
+def check_scaled_shift_homography(answer: Any) -> bool:
+    """06. The 3x3 matrix the grid needs (normalized target -> source) to show a 28x28 digit
+    shrunk to 0.8 of its size about the centre, then moved 7 pixels to the right."""
+    matrix = _as_tensor(answer, (3, 3))
+    expected = [[1.25, 0.0, -0.625], [0.0, 1.25, 0.0], [0.0, 0.0, 1.0]]
+    ok = _close(matrix, expected)
+    hint = ("a 3x3 matrix. Work in normalized units: 7 pixels of a 28-pixel image is 7 / 14 = "
+            "0.5. Forward the digit point p goes to 0.8 p + (0.5, 0); the grid needs the "
+            "inverse, p = (q - (0.5, 0)) / 0.8.")
+    if ok is False and _close(matrix, [[0.8, 0.0, 0.5], [0.0, 0.8, 0.0], [0.0, 0.0, 1.0]]):
+        hint = ("that is the forward map (digit -> image). The grid asks, for each output "
+                "pixel, where to read in the digit: invert it.")
+    elif ok is False and _close(matrix, [[1.25, 0.0, -8.75], [0.0, 1.25, 0.0], [0, 0, 1.0]]):
+        hint = "the shift must be in normalized units: 7 pixels = 7 / 14 = 0.5."
+    return _verdict(answer, ok, "scale 1 / 0.8 = 1.25 and shift -0.5 / 0.8 = -0.625: the grid "
+                    "always holds the inverse of the motion you see.", hint)

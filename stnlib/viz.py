@@ -87,7 +87,7 @@ def pipeline_diagram():
 def align_corners_figure(width: int = 4):
     """Where normalized -1 and +1 fall on a row of ``width`` pixels, for
     ``align_corners=False`` (image edges) and ``True`` (centres of the corner pixels)."""
-    fig = _figure(7.5, 2.8)
+    fig = _figure(6.0, 3.6)
     axes = fig.subplots(2, 1)
     for ax, align in zip(axes, (False, True), strict=True):
         for col in range(width):
@@ -100,10 +100,10 @@ def align_corners_figure(width: int = 4):
             ax.annotate(f"{x:+.2f}", (col, 0), (col, -0.3), ha="center", fontsize=8)
         ends = (0, width - 1) if align else (-0.5, width - 0.5)
         for end, label in zip(ends, ("-1", "+1"), strict=True):
-            ax.axvline(end, color="tab:red", lw=2)
-            ax.text(end, 0.62, label, color="tab:red", ha="center", fontsize=9)
+            ax.plot([end, end], [-0.55, 0.75], color="tab:red", lw=1.5, ls="--")
+            ax.text(end, 0.8, label, color="tab:red", ha="center", va="bottom", fontsize=9)
         ax.set_xlim(-0.8, width - 0.2)
-        ax.set_ylim(-0.6, 0.85)
+        ax.set_ylim(-0.6, 1.15)
         ax.set_aspect("equal")
         ax.set_yticks([])
         ax.set_xticks(range(width))
@@ -260,4 +260,98 @@ def theta_gradient_figure(image, grid_grad, theta_grad, every: int = 2):
     right.invert_yaxis()
     right.axvline(0, color="k", lw=0.6)
     right.set_title("-dL/dtheta: one gradient step", fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Notebook 06: the paper's distorted MNIST (owner: issue 7).
+# ---------------------------------------------------------------------------
+
+
+def distortion_variants_figure(samples, size: float = 1.1):
+    """One row per variant of distorted digits. ``samples``: dict name -> tensor
+    (n, 1, S, S) in [0, 1] (S may differ between rows). Returns the Figure."""
+    rows = list(samples.items())
+    if not rows:
+        raise ValueError("samples: expected a dict of variant name -> (n, 1, S, S) images")
+    cols = max(len(images) for _, images in rows)
+    fig = _figure(size * cols + 0.6, size * len(rows))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for (name, images), row in zip(rows, axes, strict=True):
+        for j, ax in enumerate(row):
+            if j < len(images):
+                _gray(ax, images[j])
+                if j == 0:
+                    ax.set_ylabel(f"{name}\n{images.shape[-1]}x{images.shape[-1]}",
+                                  fontsize=9)
+            else:
+                ax.axis("off")
+    return fig
+
+
+def rectification_figure(inputs, outputs, size: float = 1.1):
+    """Distorted inputs (first row) and what each spatial transformer makes of them.
+
+    ``inputs``: (n, 1, S, S); ``outputs``: dict name -> (n, 1, H, W), one row each.
+    """
+    rows = [("input", inputs), *outputs.items()]
+    n = len(inputs)
+    fig = _figure(size * n + 0.8, size * len(rows))
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for (name, images), row in zip(rows, axes, strict=True):
+        if len(images) != n:
+            raise ValueError(f"outputs[{name!r}]: expected {n} images (one per input), "
+                             f"got {len(images)}")
+        for j, ax in enumerate(row):
+            _gray(ax, images[j])
+        row[0].set_ylabel(name, fontsize=9)
+    return fig
+
+
+def table1_figure(results, columns=("R", "RTS", "P", "E", "TC")):
+    """Bars of our % test error beside the paper's, for every measured cell.
+
+    ``results``: the dict of ``results/table1.json`` (``{"cells": {cell: record}}``).
+    Cells not run yet are left out; the title says how many there are.
+    """
+    import numpy as np
+
+    done = [(c, r) for c, r in results["cells"].items() if r.get("status") == "done"]
+    fig = _figure(max(4.0, 0.55 * len(done) + 1.5), 3.0)
+    ax = fig.subplots()
+    x = np.arange(len(done))
+    ax.bar(x - 0.2, [r["error_pct"] for _, r in done], 0.4, label="ours", color="tab:blue")
+    ax.bar(x + 0.2, [r["paper_error_pct"] for _, r in done], 0.4, label="paper",
+           color="tab:gray")
+    ax.set_xticks(x, [c for c, _ in done], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("% test error")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    missing = len(results["cells"]) - len(done)
+    ax.set_title(f"Table 1 cells measured: {len(done)} ({missing} not run yet)", fontsize=10)
+    return fig
+
+
+def warp_grids_figure(grids, every: int = 3, size: float = 2.2):
+    """The lines of sampling grids, one panel each: where a regular output grid reads.
+
+    ``grids``: dict name -> (H, W, 2) normalized (x, y) (one sample of a grid generator).
+    """
+    import torch
+
+    fig = _figure(size * len(grids), size + 0.3)
+    axes = fig.subplots(1, len(grids), squeeze=False)[0]
+    for ax, (name, grid) in zip(axes, grids.items(), strict=True):
+        g = torch.as_tensor(grid).detach().double().cpu()
+        for i in range(0, g.shape[0], every):
+            ax.plot(g[i, :, 0], g[i, :, 1], color="tab:blue", lw=0.8)
+        for j in range(0, g.shape[1], every):
+            ax.plot(g[:, j, 0], g[:, j, 1], color="tab:blue", lw=0.8)
+        ax.plot([-1, 1, 1, -1, -1], [-1, -1, 1, 1, -1], color="gray", lw=0.8, ls="--")
+        ax.set_xlim(-1.6, 1.6)
+        ax.set_ylim(1.6, -1.6)  # y down, as in images
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(name, fontsize=9)
     return fig
