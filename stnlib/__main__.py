@@ -12,6 +12,7 @@ import sys
 
 # Modules that contribute commands, in the order ``--help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "stnlib.train",
     "stnlib.bench",
     "stnlib.paper",
 )

@@ -139,3 +139,317 @@ def _explain_failure(raw: Path, error: RuntimeError) -> RuntimeError:
         f"or point {ENV_VAR} (or the root= argument) at a folder whose MNIST/raw/ has them, "
         "or connect to the internet and run again."
     )
+
+
+# --------------------------------------------------------------------------------------
+# In-memory datasets and batches (no DataLoader, no worker processes, no PIL).
+# --------------------------------------------------------------------------------------
+
+
+class ImageSet:
+    """A labelled set of images held in memory; batches are made by index slicing.
+
+    Args:
+        images: uint8 in [0, 255] or float in [0, 1], of shape (N, H, W) (one channel
+            is added), (N, C, H, W), or (N, C, D, H, W) for volumes. The tensor is kept
+            as given (uint8 stays uint8, four times smaller); batches convert to float32.
+        labels: integer class labels of shape (N,); stored as int64.
+
+    ``len(s)``, ``s.subset(...)`` and ``s.batches(...)`` are all a training loop needs:
+    ``images (B, C, H, W)`` float32 in [0, 1] and ``labels (B,)`` int64 per batch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+            raise TypeError(
+                f"ImageSet(images, labels) needs two torch.Tensor, got "
+                f"{type(images).__name__} and {type(labels).__name__}: convert with "
+                "torch.as_tensor(...)"
+            )
+        if images.ndim == 3:
+            images = images.unsqueeze(1)
+        if images.ndim not in (4, 5):
+            raise ValueError(
+                f"images must have shape (N, H, W), (N, C, H, W) or (N, C, D, H, W), got "
+                f"{tuple(images.shape)}"
+            )
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise TypeError(
+                f"images must be uint8 (0..255) or float (0..1), got {images.dtype}: "
+                "convert with images.float() / 255"
+            )
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"labels must have shape (N,) with N = {images.shape[0]} (one per image), "
+                f"got {tuple(labels.shape)}"
+            )
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
+        self.images = images
+        self.labels = labels.long()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageSet({len(self)} images of shape {tuple(self.images.shape[1:])}, "
+            f"{self.images.dtype})"
+        )
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one image: (C, H, W), or (C, D, H, W) for volumes."""
+        return tuple(self.images.shape[1:])
+
+    def float_images(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Images ``index`` as float32 in [0, 1], shape (B, C, H, W) (a copy)."""
+        images = self.images if index is None else self.images[index]
+        if images.dtype == torch.uint8:
+            return images.float().div_(255.0)
+        return images.float() if images.dtype != torch.float32 else images.clone()
+
+    def subset(self, n_or_indices: int | torch.Tensor | list[int], seed: int | None = None
+               ) -> ImageSet:
+        """A smaller ImageSet sharing nothing mutable with this one.
+
+        Args:
+            n_or_indices: an int ``n`` (the first ``n`` images, or ``n`` drawn without
+                replacement when ``seed`` is given), or a sequence / tensor of indices.
+            seed: draw the ``n`` images at random with this seed (ignored for indices).
+        """
+        if isinstance(n_or_indices, bool):
+            raise TypeError("subset(n_or_indices) got a bool; pass an int or indices")
+        if isinstance(n_or_indices, int):
+            n = n_or_indices
+            if not 0 < n <= len(self):
+                raise ValueError(f"subset(n) needs 0 < n <= {len(self)}, got n={n}")
+            if seed is None:
+                index = torch.arange(n)
+            else:
+                gen = torch.Generator().manual_seed(int(seed))
+                index = torch.randperm(len(self), generator=gen)[:n]
+        else:
+            index = torch.as_tensor(n_or_indices, dtype=torch.long)
+            if index.ndim != 1:
+                raise ValueError(f"subset indices must be 1-D, got shape {tuple(index.shape)}")
+        return ImageSet(self.images[index], self.labels[index])
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | int | None = None,
+        drop_last: bool = False,
+    ):
+        """Yield ``(images (B, C, H, W) float32 in [0, 1], labels (B,) int64)``.
+
+        Args:
+            batch_size: images per batch (the last batch may be smaller unless ``drop_last``).
+            shuffle: visit the images in a random order drawn from ``generator``.
+            generator: a ``torch.Generator`` (advanced by the shuffle) or an int seed.
+                Shuffling without one raises, so no global random state is used.
+            drop_last: skip a final incomplete batch.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        n = len(self)
+        if shuffle:
+            if generator is None:
+                raise ValueError(
+                    "batches(shuffle=True) needs generator= (a torch.Generator or an int "
+                    "seed): stnlib draws no randomness from global state"
+                )
+            if isinstance(generator, int):
+                generator = torch.Generator().manual_seed(generator)
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = None
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                index = slice(start, min(start + batch_size, n))
+            else:
+                index = order[start:start + batch_size]
+            yield self.float_images(index), self.labels[index]
+
+
+def mnist(train: bool = True, root: str | os.PathLike[str] | None = None) -> ImageSet:
+    """MNIST as an :class:`ImageSet`: images uint8 (N, 1, 28, 28), labels int64 (N,).
+
+    ``train=True`` gives the 60,000 training digits, else the 10,000 test digits. The
+    files are found as described in the module docstring (see :func:`load_mnist`).
+    """
+    images, labels = load_mnist(train=train, root=root)
+    return ImageSet(images, labels)
+
+
+# --------------------------------------------------------------------------------------
+# Robustness variants: the same digits rotated / scaled / shifted, deterministic by seed.
+# --------------------------------------------------------------------------------------
+
+Range = float | tuple[float, float]
+
+
+def similarity_theta(
+    degrees: torch.Tensor | float = 0.0,
+    scale: torch.Tensor | float = 1.0,
+    translate_x: torch.Tensor | float = 0.0,
+    translate_y: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """theta (N, 2, 3) that rotates, scales and shifts image content.
+
+    The content is turned ``degrees`` counter-clockwise as ``imshow`` shows it, scaled
+    by ``scale`` (> 1 enlarges the digit), then moved by ``translate_x`` / ``translate_y``
+    in normalised units (1.0 = half the image width; +y is down). Because theta maps
+    *output* coordinates to *source* coordinates (torch's convention), it is the
+    inverse of that forward motion: ``theta = [R^T / s | -R^T t / s]``. Arguments are
+    floats or tensors of shape (N,); the result is float32.
+    """
+    args = [torch.as_tensor(a, dtype=torch.float32) for a in (degrees, scale, translate_x,
+                                                              translate_y)]
+    angle, s, tx, ty = torch.broadcast_tensors(*[a.reshape(-1) for a in args])
+    if (s <= 0).any():
+        raise ValueError(f"scale must be > 0, got {s.min().item()}")
+    rad = torch.deg2rad(angle)
+    c, n = torch.cos(rad), torch.sin(rad)
+    # forward motion in (x right, y down) coordinates, counter-clockwise on screen:
+    # x' = s * [[c, n], [-n, c]] x + t ; theta is its inverse.
+    inv = torch.stack([torch.stack([c, -n], -1), torch.stack([n, c], -1)], -2) / s[:, None, None]
+    shift = -(inv @ torch.stack([tx, ty], -1)[..., None])
+    return torch.cat([inv, shift], dim=-1)
+
+
+def warp(
+    images: torch.Tensor,
+    theta: torch.Tensor,
+    sampler: str = "stnlib",
+    padding_mode: str = "zeros",
+) -> torch.Tensor:
+    """Resample ``images (N, C, H, W)`` with ``theta (N, 2, 3)``; returns float32 in [0, 1].
+
+    uint8 images are converted to [0, 1] first; outside the image is 0 (the background),
+    bilinear interpolation, ``align_corners=False``.
+    """
+    if images.dtype == torch.uint8:
+        images = images.float().div(255.0)
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W) or (N, H, W), got {tuple(images.shape)}")
+    theta = theta.to(images.dtype)
+    if theta.shape[0] == 1 and images.shape[0] != 1:
+        theta = theta.expand(images.shape[0], 2, 3)
+    from stnlib.transformer import geometry  # lazily: data does not need the models
+
+    affine_grid, grid_sample = geometry(sampler)
+    grid = affine_grid(theta, list(images.shape), align_corners=False)
+    out = grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode,
+                      align_corners=False)
+    return out.clamp_(0.0, 1.0)
+
+
+def _draw(value: Range, n: int, generator: torch.Generator, name: str) -> torch.Tensor:
+    """A fixed value (float) or n uniform draws from a (low, high) range."""
+    if isinstance(value, (int, float)):
+        return torch.full((n,), float(value))
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        low, high = float(value[0]), float(value[1])
+        if low > high:
+            raise ValueError(f"{name}=({low}, {high}): low must not exceed high")
+        return low + (high - low) * torch.rand(n, generator=generator)
+    raise TypeError(f"{name} must be a number or a (low, high) pair, got {value!r}")
+
+
+def random_similarity_theta(
+    n: int,
+    degrees: Range = 0.0,
+    scale: Range = 1.0,
+    translate_x: Range = 0.0,
+    translate_y: Range = 0.0,
+    generator: torch.Generator | int | None = None,
+) -> torch.Tensor:
+    """theta (n, 2, 3) from :func:`similarity_theta` with each parameter fixed or drawn.
+
+    Each parameter is a number (the same for all n) or a ``(low, high)`` pair (uniform,
+    drawn per image from ``generator``, a ``torch.Generator`` or int seed; default seed 0).
+    """
+    if generator is None or isinstance(generator, int):
+        generator = torch.Generator().manual_seed(int(generator or 0))
+    return similarity_theta(
+        _draw(degrees, n, generator, "degrees"),
+        _draw(scale, n, generator, "scale"),
+        _draw(translate_x, n, generator, "translate_x"),
+        _draw(translate_y, n, generator, "translate_y"),
+    )
+
+
+def rotate(images: torch.Tensor, degrees: float, sampler: str = "stnlib") -> torch.Tensor:
+    """``images (N, C, H, W)`` or (N, H, W) rotated ``degrees`` counter-clockwise, float [0, 1]."""
+    return warp(images, similarity_theta(degrees), sampler=sampler)
+
+
+def transformed(
+    image_set: ImageSet,
+    degrees: Range = 0.0,
+    scale: Range = 1.0,
+    translate_x: Range = 0.0,
+    translate_y: Range = 0.0,
+    seed: int = 0,
+    sampler: str = "stnlib",
+    batch_size: int = 2000,
+) -> ImageSet:
+    """A rotated / scaled / shifted copy of ``image_set`` (float32 images in [0, 1]).
+
+    Each parameter is a number (every image gets it: ``degrees=45``) or a ``(low,
+    high)`` range drawn per image with ``seed`` (``degrees=(-45, 45)``). Same arguments,
+    same images. Works on 2D sets (N, C, H, W) only.
+    """
+    if len(image_set.image_shape) != 3:
+        raise ValueError(f"transformed() needs 2D images (C, H, W), got {image_set.image_shape}")
+    theta = random_similarity_theta(len(image_set), degrees, scale, translate_x, translate_y,
+                                    generator=seed)
+    chunks = [
+        warp(image_set.float_images(slice(i, i + batch_size)), theta[i:i + batch_size], sampler)
+        for i in range(0, len(image_set), batch_size)
+    ]
+    return ImageSet(torch.cat(chunks), image_set.labels.clone())
+
+
+def mnist_transformed(
+    train: bool = False,
+    degrees: Range = 0.0,
+    scale: Range = 1.0,
+    translate_x: Range = 0.0,
+    translate_y: Range = 0.0,
+    seed: int = 0,
+    root: str | os.PathLike[str] | None = None,
+    sampler: str = "stnlib",
+) -> ImageSet:
+    """MNIST (test split by default) rotated / scaled / shifted; see :func:`transformed`."""
+    return transformed(mnist(train, root), degrees, scale, translate_x, translate_y,
+                       seed=seed, sampler=sampler)
+
+
+class RandomAffine:
+    """A ``train_transform`` for :func:`stnlib.train.fit`: fresh random similarity per batch.
+
+    ``RandomAffine(degrees=(-10, 10), scale=(0.9, 1.1))(images, generator)`` warps a
+    float batch ``(B, C, H, W)`` with parameters drawn from ``generator``; arguments as
+    in :func:`random_similarity_theta`. Picklable and printable, so it can be recorded.
+    """
+
+    def __init__(self, degrees: Range = 0.0, scale: Range = 1.0, translate_x: Range = 0.0,
+                 translate_y: Range = 0.0, sampler: str = "stnlib") -> None:
+        self.degrees, self.scale = degrees, scale
+        self.translate_x, self.translate_y = translate_x, translate_y
+        self.sampler = sampler
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        theta = random_similarity_theta(images.shape[0], self.degrees, self.scale,
+                                        self.translate_x, self.translate_y, generator)
+        return warp(images, theta, sampler=self.sampler)
+
+    def __repr__(self) -> str:
+        return (f"RandomAffine(degrees={self.degrees}, scale={self.scale}, "
+                f"translate_x={self.translate_x}, translate_y={self.translate_y})")

@@ -1,0 +1,224 @@
+"""Checkpoints: everything needed to rebuild a model, and to resume its training.
+
+A checkpoint is one file written by ``torch.save`` that ``torch.load(path,
+weights_only=True)`` can read (plain dicts, lists, numbers, strings and tensors only):
+
+- ``"format"``: ``"stnlib-checkpoint"`` and ``"version"``: 1;
+- ``"model_class"``: where the model's class lives, as ``"module:QualName"`` (for
+  example ``"stnlib.models:STCNN"``), so models defined in any importable module load
+  through the same :func:`load_checkpoint`;
+- ``"model_config"``: the constructor keyword arguments (``model.config``);
+- ``"model_state"``: the state dict;
+- optionally ``"train_state"``, ``"optimizer_state"``, ``"history"`` and ``"fit_args"``,
+  written by :func:`stnlib.train.fit` to resume exactly where it stopped.
+
+A model can be checkpointed when it has a ``config`` attribute: a dict of JSON-like
+constructor arguments such that ``type(model)(**model.config)`` rebuilds it (every
+model in stnlib records one). Files are written atomically: to a temporary file in the
+same folder, then ``os.replace``, so an interrupted save never destroys the previous
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT, VERSION = "stnlib-checkpoint", 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, damaged, or holds a different model than expected."""
+
+
+def class_path(obj_or_class: Any) -> str:
+    """``"module:QualName"`` of a class or of an instance's class."""
+    cls = obj_or_class if isinstance(obj_or_class, type) else type(obj_or_class)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def resolve_class(path: str) -> type:
+    """The class named by ``"module:QualName"`` (imports the module)."""
+    module_name, _, qualname = path.partition(":")
+    if not module_name or not qualname:
+        raise CheckpointError(f"model_class must look like 'module:QualName', got {path!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as error:
+        raise CheckpointError(
+            f"the checkpoint's model class {path!r} cannot be imported ({error}): install or "
+            "update the code that defines it, or load the file with the version that wrote it"
+        ) from error
+    if not isinstance(obj, type):
+        raise CheckpointError(f"{path!r} names {type(obj).__name__}, not a class")
+    return obj
+
+
+def model_config(model: nn.Module) -> dict:
+    """The model's constructor arguments (``model.config``), checked to be storable."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise TypeError(
+            f"{type(model).__name__} has no `config` dict, so a checkpoint could not rebuild "
+            "it: set `self.config = dict(...)` of its constructor arguments in __init__"
+        )
+    return dict(config)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, **extra: Any) -> Path:
+    """Write ``model`` (class, config, weights) and any ``extra`` entries atomically."""
+    payload = {
+        "format": FORMAT, "version": VERSION,
+        "model_class": class_path(model), "model_config": model_config(model),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    return atomic_save(payload, path)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict:
+    """Load and validate a checkpoint dict (CPU tensors), with clear errors.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        CheckpointError: the file is truncated / not a torch file / not an stnlib checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: check the path, or train first "
+            "(python -m stnlib train --out DIR writes DIR/checkpoint.pt)"
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError,
+            ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}): the file is truncated or "
+            "corrupt (was a save interrupted or a download cut short?). Use an earlier "
+            "checkpoint or train again."
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a torch file but not an stnlib checkpoint (no format={FORMAT!r}); "
+            "a bare state dict can be loaded with model.load_state_dict(torch.load(path))"
+        )
+    if payload.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')!r}; this stnlib reads "
+            f"version {VERSION}"
+        )
+    return payload
+
+
+def load_weights(model: nn.Module, payload: dict, path: str | os.PathLike[str] = "checkpoint"
+                 ) -> nn.Module:
+    """Copy the checkpoint's weights into ``model``, after checking it is the same model."""
+    want, have = payload["model_class"], class_path(model)
+    if want != have:
+        raise CheckpointError(
+            f"{path} holds a {want} model, but a {have} was given: build the model the "
+            f"checkpoint was written for (or use stnlib.load_checkpoint(path), which does)"
+        )
+    config = getattr(model, "config", None)
+    if isinstance(config, dict) and _jsonish(config) != _jsonish(payload["model_config"]):
+        diff = sorted(k for k in set(config) | set(payload["model_config"])
+                      if _jsonish(config.get(k)) != _jsonish(payload["model_config"].get(k))
+                      and k != "seed" and k != "sampler")
+        if diff:
+            raise CheckpointError(
+                f"{path} was written for {want} with different settings: "
+                + ", ".join(f"{k}={payload['model_config'].get(k)!r} (given model: "
+                            f"{config.get(k)!r})" for k in diff)
+            )
+    try:
+        model.load_state_dict(payload["model_state"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path} does not fit {have}: {str(error).splitlines()[0]}"
+        ) from error
+    return model
+
+
+def load_checkpoint(path: str | os.PathLike[str], model_class: type | str | None = None,
+                    map_location: str | torch.device = "cpu", **overrides: Any) -> nn.Module:
+    """Rebuild the model stored in ``path`` and return it in eval mode.
+
+    Args:
+        path: a checkpoint written by :func:`save_checkpoint` or :func:`stnlib.train.fit`.
+        model_class: if given (a class or ``"module:QualName"``), the checkpoint must hold
+            that class, else :class:`CheckpointError` says what it holds instead.
+        map_location: device for the model.
+        overrides: constructor arguments to change that do not affect the weights, e.g.
+            ``sampler="torch"``.
+    """
+    payload = read_checkpoint(path)
+    if model_class is not None:
+        expected = model_class if isinstance(model_class, str) else class_path(model_class)
+        if expected != payload["model_class"]:
+            raise CheckpointError(
+                f"{path} holds a {payload['model_class']} model, not the expected {expected}"
+            )
+    cls = resolve_class(payload["model_class"])
+    config = {**payload["model_config"], **overrides}
+    try:
+        model = cls(**config)
+    except TypeError as error:
+        raise CheckpointError(
+            f"{payload['model_class']} cannot be rebuilt from the checkpoint's config "
+            f"{config}: {error} (was the class changed since the checkpoint was written?)"
+        ) from error
+    load_weights(model, {**payload, "model_config": getattr(model, "config", config)}, path)
+    return model.to(map_location).eval()
+
+
+def _jsonish(value: Any) -> Any:
+    """Compare configs across tuple/list differences."""
+    if isinstance(value, (tuple, list)):
+        return [_jsonish(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonish(v) for k, v in value.items()}
+    return value
