@@ -6,12 +6,18 @@ generator and sampler mirror ``torch.nn.functional.affine_grid`` / ``grid_sample
 """
 
 from stnlib.affine import pixel_matrix_from_theta, theta_from_pixel_matrix
+from stnlib.checkpoint import load_checkpoint
 from stnlib.fastmode import FAST, fast_mode
 from stnlib.grid import affine_grid
+from stnlib.localization import LocalizationNet
+from stnlib.models import CNN, STCNN
 from stnlib.projective import projective_grid
+from stnlib.sampler import grid_sample
 from stnlib.tps import tps_grid
+from stnlib.transformer import SpatialTransformer
 
 __version__ = "0.1.0"
 
-__all__ = ["FAST", "fast_mode", "__version__", "affine_grid", "theta_from_pixel_matrix",
-           "pixel_matrix_from_theta", "projective_grid", "tps_grid"]
+__all__ = ["FAST", "fast_mode", "__version__", "affine_grid", "grid_sample",
+           "theta_from_pixel_matrix", "pixel_matrix_from_theta", "projective_grid", "tps_grid",
+           "load_checkpoint", "LocalizationNet", "SpatialTransformer", "CNN", "STCNN"]
