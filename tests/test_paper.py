@@ -124,3 +124,28 @@ def test_fast_end_to_end_one_cell_resumable(mnist, tmp_path):
     assert again["cells"]["stcnn-proj/E"]["finished_utc"] == record["finished_utc"]
     forced = paper.run(["stcnn-proj/E"], budget, tmp_path, progress=False, force=True)
     assert forced["cells"]["stcnn-proj/E"]["error_pct"] == record["error_pct"]
+
+
+def test_notebook_figures_and_checks(capsys):
+    from stnlib import exercises as ex
+    from stnlib import viz
+    from stnlib.tps import tps_control_points
+
+    images = torch.rand(3, 1, 28, 28)
+    assert viz.distortion_variants_figure({"R": images, "TC": torch.rand(2, 1, 60, 60)}).axes
+    assert viz.rectification_figure(images, {"aff": images}).axes
+    assert viz.warp_grids_figure({"id": torch.zeros(5, 5, 2)}).axes
+    results = load_results("/nonexistent")
+    results["cells"]["cnn/R"] = {"status": "done", "error_pct": 1.5, "paper_error_pct": 1.2}
+    assert "1 (35 not run yet)" in viz.table1_figure(results).axes[0].get_title()
+    with pytest.raises(ValueError, match="outputs"):
+        viz.rectification_figure(images, {"aff": images[:2]})
+    assert ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0, 0])
+    assert not ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0.1, 0])
+    assert ex.check_tps_identity(tps_control_points().reshape(32))
+    assert not ex.check_tps_identity(tps_control_points().flip(-1))
+    assert "swap" in capsys.readouterr().out
+    assert ex.check_scaled_shift_homography([[1.25, 0, -0.625], [0, 1.25, 0], [0, 0, 1]])
+    assert not ex.check_scaled_shift_homography([[0.8, 0, 0.5], [0, 0.8, 0], [0, 0, 1]])
+    assert "invert" in capsys.readouterr().out
+    assert not ex.check_tps_identity(None)
