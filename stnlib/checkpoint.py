@@ -107,11 +107,17 @@ def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, **extra: Any) -> Path:
-    """Write ``model`` (class, config, weights) and any ``extra`` entries atomically."""
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, require_config: bool = True,
+                    **extra: Any) -> Path:
+    """Write ``model`` (class, config, weights) and any ``extra`` entries atomically.
+
+    ``require_config=False`` also accepts a model without ``config`` (a training state
+    that :func:`stnlib.train.fit` can resume, but :func:`load_checkpoint` cannot rebuild).
+    """
+    config = model_config(model) if require_config else getattr(model, "config", None)
     payload = {
         "format": FORMAT, "version": VERSION,
-        "model_class": class_path(model), "model_config": model_config(model),
+        "model_class": class_path(model), "model_config": config,
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
@@ -164,7 +170,8 @@ def load_weights(model: nn.Module, payload: dict, path: str | os.PathLike[str] =
             f"checkpoint was written for (or use stnlib.load_checkpoint(path), which does)"
         )
     config = getattr(model, "config", None)
-    if isinstance(config, dict) and _jsonish(config) != _jsonish(payload["model_config"]):
+    saved = payload.get("model_config")
+    if isinstance(config, dict) and isinstance(saved, dict) and _jsonish(config) != _jsonish(saved):
         diff = sorted(k for k in set(config) | set(payload["model_config"])
                       if _jsonish(config.get(k)) != _jsonish(payload["model_config"].get(k))
                       and k != "seed" and k != "sampler")
@@ -202,6 +209,12 @@ def load_checkpoint(path: str | os.PathLike[str], model_class: type | str | None
             raise CheckpointError(
                 f"{path} holds a {payload['model_class']} model, not the expected {expected}"
             )
+    if payload.get("model_config") is None:
+        raise CheckpointError(
+            f"{path} holds the weights of a {payload['model_class']} without its constructor "
+            "arguments (the model had no `config`), so it cannot be rebuilt: build the model "
+            "yourself and call stnlib.checkpoint.load_weights(model, read_checkpoint(path))"
+        )
     cls = resolve_class(payload["model_class"])
     config = {**payload["model_config"], **overrides}
     try:

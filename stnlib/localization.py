@@ -77,7 +77,7 @@ class LocalizationNet(nn.Module):
 
     Args:
         in_channels: channels C of the input images.
-        input_size: (H, W) of the input images; at least 22 x 22.
+        input_size: (H, W) of the input images; at least 18 x 18.
         transform: which family of warps theta may express (see the module docstring).
         hidden: width of the hidden fully connected layer.
 
@@ -92,7 +92,7 @@ class LocalizationNet(nn.Module):
         height, width = (_conv_out(_conv_out(s, 7), 5) for s in self.input_size)
         if len(self.input_size) != 2 or height < 1 or width < 1:
             raise ValueError(
-                f"input_size must be (H, W) with H, W >= 22 for the localization network's "
+                f"input_size must be (H, W) with H, W >= 18 for the localization network's "
                 f"two conv + pool stages, got {input_size}"
             )
         self.features = nn.Sequential(

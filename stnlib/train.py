@@ -276,8 +276,8 @@ def fit(
             training batch, e.g. :class:`stnlib.data.RandomAffine` (fresh draws per batch).
         max_steps: stop after this many steps in total (saving a checkpoint); the schedule
             still spans ``epochs``, so resuming later finishes the same run.
-        channels_last: feed 4-D batches in channels-last memory format (and convert the
-            model): a large speed-up for convolutions on CPU.
+        channels_last: feed 2D image batches in channels-last memory format (and convert
+            the model): a large speed-up for convolutions on CPU. Ignored for volumes.
         threads: torch threads during the run (restored after); None keeps the current.
         deterministic: ``torch.use_deterministic_algorithms(True, warn_only=True)`` during
             the run (restored after).
@@ -299,7 +299,8 @@ def fit(
                     seed=int(seed), train_size=len(train_set),
                     train_transform=repr(train_transform) if train_transform else None)
     device = _device(model)
-    if channels_last and next(model.parameters()).ndim >= 1:
+    channels_last = bool(channels_last) and len(train_set.image_shape) == 3  # 2D images only
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, optimizer, lr, float(weight_decay), float(momentum))
 
@@ -333,7 +334,8 @@ def fit(
                                generator=generator.get_state(), torch_rng=torch.get_rng_state(),
                                epoch_start=epoch_start if epoch_start is not None
                                else generator.get_state())
-            save_checkpoint(checkpoint, model, optimizer_state=opt.state_dict(),
+            save_checkpoint(checkpoint, model, require_config=False,
+                            optimizer_state=opt.state_dict(),
                             train_state=train_state, history=history.to_dict(),
                             fit_args=fit_args)
 

@@ -1,0 +1,105 @@
+"""Checkpoints: round trip, weights_only loading, wrong model, corrupt files, atomic writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import stnlib
+from stnlib.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    class_path,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
+from stnlib.models import CNN, STCNN
+
+
+class Tiny(nn.Module):
+    """A model defined outside stnlib.models: loads through the same function."""
+
+    def __init__(self, width: int = 3) -> None:
+        super().__init__()
+        self.config = {"width": width}
+        self.linear = nn.Linear(2, width)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def small_stcnn(**kw) -> STCNN:
+    return STCNN(channels=(4, 8), hidden=16, sampler="torch", **kw)
+
+
+def test_round_trip_rebuilds_an_equal_model_in_eval_mode(tmp_path):
+    model = small_stcnn(seed=4, transform="translation_scale")
+    with torch.no_grad():
+        model.transformer.localization.head[-1].weight.normal_()
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    loaded = stnlib.load_checkpoint(path)
+    assert isinstance(loaded, STCNN) and not loaded.training
+    assert loaded.config == model.config
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    raw = torch.load(path, weights_only=True)  # plain data only
+    assert raw["model_class"] == "stnlib.models:STCNN"
+    assert load_checkpoint(path, sampler="stnlib").sampler == "stnlib"
+
+
+def test_models_from_other_modules_load_too(tmp_path):
+    model = Tiny(5)
+    save_checkpoint(tmp_path / "t.pt", model)
+    loaded = load_checkpoint(tmp_path / "t.pt")
+    assert type(loaded).__name__ == "Tiny" and loaded.linear.out_features == 5
+    assert class_path(model).endswith(":Tiny")
+
+
+def test_wrong_model_is_a_clear_error(tmp_path):
+    save_checkpoint(tmp_path / "s.pt", small_stcnn())
+    with pytest.raises(CheckpointError, match="holds a stnlib.models:STCNN model, not the "
+                                              "expected stnlib.models:CNN"):
+        load_checkpoint(tmp_path / "s.pt", model_class=CNN)
+    payload = read_checkpoint(tmp_path / "s.pt")
+    with pytest.raises(CheckpointError, match="holds a stnlib.models:STCNN model, but a "
+                                              "stnlib.models:CNN was given"):
+        load_weights(CNN(), payload)
+    with pytest.raises(CheckpointError, match="different settings: channels"):
+        load_weights(STCNN(sampler="torch"), payload)
+
+
+def test_missing_truncated_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nope.pt")
+    path = save_checkpoint(tmp_path / "c.pt", CNN(channels=(2, 2), hidden=4))
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save(CNN().state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="not an stnlib checkpoint"):
+        load_checkpoint(tmp_path / "bare.pt")
+
+
+def test_model_without_config_cannot_be_rebuilt(tmp_path):
+    model = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="has no `config` dict"):
+        save_checkpoint(tmp_path / "x.pt", model)
+    save_checkpoint(tmp_path / "x.pt", model, require_config=False)
+    with pytest.raises(CheckpointError, match="cannot be rebuilt"):
+        load_checkpoint(tmp_path / "x.pt")
+    assert load_weights(nn.Linear(2, 2), read_checkpoint(tmp_path / "x.pt")) is not None
+
+
+def test_atomic_save_keeps_the_old_file_when_saving_fails(tmp_path):
+    path = atomic_save({"a": torch.ones(2)}, tmp_path / "f.pt")
+    with pytest.raises(Exception):  # noqa: B017 - any pickling error
+        atomic_save({"a": lambda: 0}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pt"]  # no temp file left

@@ -1,0 +1,195 @@
+"""fit / evaluate: learning, determinism, resume == uninterrupted, NaN guard, 3D, settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from stnlib.checkpoint import CheckpointError
+from stnlib.data import ImageSet, RandomAffine
+from stnlib.models import CNN, STCNN
+from stnlib.train import (
+    History,
+    TrainingDivergedError,
+    evaluate,
+    fit,
+    lr_at,
+    train_model,
+    training_settings,
+)
+
+
+def blobs(n: int = 256, size: int = 16, seed: int = 0) -> ImageSet:
+    """4 classes: a bright 5x5 square in one of the four quadrants, on faint noise."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    images = 0.1 * torch.rand(n, 1, size, size, generator=gen)
+    half = size // 2
+    for i, label in enumerate(labels.tolist()):
+        top, left = (label // 2) * half + 1, (label % 2) * half + 1
+        images[i, 0, top:top + 5, left:left + 5] = 1.0
+    return ImageSet(images, labels)
+
+
+def tiny_cnn(seed: int = 0, size: int = 16) -> CNN:
+    return CNN(num_classes=4, input_size=(size, size), channels=(4, 8), hidden=16, seed=seed)
+
+
+def tiny_stcnn(seed: int = 0) -> STCNN:
+    return STCNN(num_classes=4, input_size=(20, 20), channels=(4, 8), hidden=16,
+                 sampler="torch", seed=seed)
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in
+               zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+FIT = dict(epochs=3, batch_size=32, progress=False, lr=1e-2, threads=1)
+
+
+def test_tiny_training_lowers_the_loss_and_learns():
+    train, test = blobs(256), blobs(64, seed=1)
+    model = tiny_cnn()
+    before = evaluate(model, test)
+    history = fit(model, train, test, **FIT)
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    assert history.test_acc[-1] > 0.9 > before
+    assert history.completed and history.steps == 3 * (256 // 32) and len(history.epoch) == 3
+    json.dumps(history.to_dict())  # JSON-serialisable
+    assert History.from_dict(history.to_dict()) == history
+    assert not model.training  # fit leaves the model in eval mode
+
+
+def test_stcnn_trains_through_fit():
+    model = tiny_stcnn()
+    history = fit(model, blobs(128, size=20), **{**FIT, "epochs": 2})
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert history.test_acc == [None, None]
+
+
+def test_same_seed_same_weights_and_global_rng_untouched():
+    train = blobs(128)
+    state = torch.get_rng_state()
+    runs = []
+    for seed in (0, 0, 1):
+        model = nn.Sequential(tiny_cnn(), nn.Dropout(0.3))  # dropout draws random numbers
+        fit(model, train, seed=seed, train_transform=RandomAffine(degrees=(-10, 10),
+                                                                  sampler="torch"), **FIT)
+        runs.append(model)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert same_weights(runs[0], runs[1])
+    assert not same_weights(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("stop", [5, 8, 13])  # mid-epoch, at an epoch end, mid-epoch
+def test_resume_equals_uninterrupted(tmp_path, stop):
+    train, test = blobs(160), blobs(32, seed=1)
+    aug = RandomAffine(degrees=(-15, 15), sampler="torch")
+    settings = dict(FIT, batch_size=20, train_transform=aug)
+    full = nn.Sequential(tiny_cnn(), nn.Dropout(0.2))
+    expected = fit(full, train, test, **settings)
+
+    path = tmp_path / "run.pt"
+    part = nn.Sequential(tiny_cnn(), nn.Dropout(0.2))
+    stopped = fit(part, train, test, checkpoint=path, max_steps=stop, **settings)
+    assert not stopped.completed and stopped.steps == stop
+    resumed_model = nn.Sequential(tiny_cnn(seed=99), nn.Dropout(0.2))  # weights come from disk
+    resumed = fit(resumed_model, train, test, checkpoint=path, resume=True, **settings)
+    assert same_weights(resumed_model, full)
+    assert resumed.train_loss == pytest.approx(expected.train_loss, rel=1e-6)
+    assert resumed.test_acc == expected.test_acc and resumed.completed
+    # a finished run resumes to itself at once
+    again = fit(nn.Sequential(tiny_cnn(), nn.Dropout(0.2)), train, test, checkpoint=path,
+                resume=True, **settings)
+    assert again.train_loss == resumed.train_loss
+
+
+def test_checkpoint_every_and_safe_overwrite_rules(tmp_path):
+    train = blobs(64)
+    path = tmp_path / "c.pt"
+    fit(tiny_cnn(), train, checkpoint=path, checkpoint_every=1, max_steps=3, **FIT)
+    with pytest.raises(ValueError, match="already exists: pass resume=True"):
+        fit(tiny_cnn(), train, checkpoint=path, **FIT)
+    with pytest.raises(ValueError, match="different settings.*batch_size"):
+        fit(tiny_cnn(), train, checkpoint=path, resume=True, **{**FIT, "batch_size": 16})
+    with pytest.raises(CheckpointError, match="holds a stnlib.models:CNN model.*STCNN"):
+        fit(tiny_stcnn(), blobs(64, size=20), checkpoint=path, resume=True, **FIT)
+
+
+def test_nan_guard_names_the_step_and_the_fix():
+    def poison(images, generator):
+        poison.calls += 1
+        if poison.calls == 3:
+            images[0, 0, 0, 0] = float("nan")
+        return images
+
+    poison.calls = 0
+    with pytest.raises(TrainingDivergedError, match=r"step 3 .*input batch.*Fix"):
+        fit(tiny_cnn(), blobs(128), train_transform=poison, **FIT)
+
+
+def test_nan_guard_on_diverging_learning_rate():
+    with pytest.raises(TrainingDivergedError, match=r"lower the learning rate"):
+        fit(tiny_cnn(), blobs(128), **{**FIT, "lr": 1e12, "optimizer": "sgd",
+                                       "schedule": "constant"})
+
+
+def test_fit_trains_a_3d_model():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(64) % 2
+    volumes = torch.rand(64, 1, 6, 6, 6, generator=gen) * 0.1
+    volumes[labels == 1, :, :3] += 0.9
+    model = nn.Sequential(nn.Conv3d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 2))
+    history = fit(model, ImageSet(volumes, labels), ImageSet(volumes, labels),
+                  **{**FIT, "batch_size": 8})
+    assert history.test_acc[-1] == 1.0
+
+
+def test_evaluate_restores_mode_and_counts_right():
+    class Fixed(nn.Module):  # always predicts class 1
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.tensor([0.0, 1.0]).expand(len(x), 2) + self.w
+
+    data = ImageSet(torch.zeros(10, 4, 4), torch.tensor([1] * 7 + [0] * 3))
+    model = Fixed().train()
+    assert evaluate(model, data, batch_size=3) == pytest.approx(0.7)
+    assert model.training
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(TypeError, match="train_set must be a stnlib.data.ImageSet"):
+        fit(tiny_cnn(), torch.zeros(3), epochs=1)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        fit(tiny_cnn(), blobs(8), epochs=1, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        fit(tiny_cnn(), blobs(8), epochs=0)
+
+
+def test_schedules():
+    assert lr_at(0, 100, 1.0, "onecycle") == pytest.approx(0.04)
+    assert lr_at(25, 100, 1.0, "onecycle") == pytest.approx(1.0)
+    assert lr_at(100, 100, 1.0, "onecycle") == pytest.approx(1e-4)
+    assert [lr_at(s, 100, 1.0, "step") for s in (0, 50, 80)] == pytest.approx([1, 0.1, 0.01])
+    assert lr_at(7, 100, 0.3, "constant") == 0.3
+
+
+def test_fast_settings_shrink_the_same_run():
+    full, fast = training_settings(fast=False), training_settings(fast=True)
+    assert fast["epochs"] < full["epochs"] and fast["train_subset"] < 60_000
+    assert full["train_subset"] is None and set(full) == set(fast)
+
+
+def test_train_model_fast_on_mnist(mnist):
+    train, test = mnist
+    model, history = train_model("stcnn", fast=True, sampler="torch", progress=False,
+                                 train_set=train.subset(512), test_set=test.subset(256),
+                                 epochs=1, batch_size=64)
+    assert history.completed and history.train_loss[0] < 2.3 and 0 <= history.test_acc[0] <= 1
