@@ -668,3 +668,20 @@ def _eval_command(args: argparse.Namespace) -> int:
               "test_acc": accuracy}
     print(json.dumps(record), flush=True)
     return 0
+
+
+def rotation_sweep(models: dict[str, nn.Module], test_set: ImageSet, degrees,
+                   batch_size: int = 1000, sampler: str = "stnlib") -> dict[str, list[float]]:
+    """Accuracy of each model on ``test_set`` rotated by each angle in ``degrees``.
+
+    Returns ``{name: [accuracy per angle]}``, ready for
+    :func:`stnlib.viz.accuracy_vs_rotation_figure`. Rotation as :func:`stnlib.data.rotate`.
+    """
+    from stnlib.data import transformed
+
+    result: dict[str, list[float]] = {name: [] for name in models}
+    for angle in degrees:
+        rotated = transformed(test_set, degrees=float(angle), sampler=sampler)
+        for name, model in models.items():
+            result[name].append(evaluate(model, rotated, batch_size))
+    return result
