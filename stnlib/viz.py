@@ -355,3 +355,103 @@ def warp_grids_figure(grids, every: int = 3, size: float = 2.2):
         ax.set_yticks([])
         ax.set_title(name, fontsize=9)
     return fig
+
+
+# ---------------------------------------------------------------------------
+# Notebook 05: training the ST-CNN (inputs vs transformed, curves, theta, rotation).
+# ---------------------------------------------------------------------------
+
+
+def transformed_digits_figure(inputs, warped, labels=None, n: int = 8, size: float = 1.2):
+    """Two rows: the input digits and what the spatial transformer made of them.
+
+    ``inputs (N, 1, H, W)`` and ``warped (N, 1, H_out, W_out)`` in [0, 1] (e.g. from
+    ``model(x, return_transformed=True)``); the first ``n`` are drawn.
+    """
+    import torch
+
+    inputs, warped = torch.as_tensor(inputs).detach(), torch.as_tensor(warped).detach()
+    if inputs.dim() != 4 or warped.dim() != 4 or len(inputs) != len(warped):
+        raise ValueError(f"inputs and warped: expected (N, 1, H, W) each with the same N, got "
+                         f"{tuple(inputs.shape)} and {tuple(warped.shape)}")
+    n = min(n, len(inputs))
+    fig = _figure(size * n, size * 2.3)
+    axes = fig.subplots(2, n, squeeze=False)
+    for i in range(n):
+        title = None if labels is None else str(int(labels[i]))
+        _gray(axes[0, i], inputs[i], title)
+        _gray(axes[1, i], warped[i])
+    axes[0, 0].set_ylabel("input", fontsize=9)
+    axes[1, 0].set_ylabel("transformed", fontsize=9)
+    return fig
+
+
+def _history_dict(history) -> dict:
+    return history.to_dict() if hasattr(history, "to_dict") else dict(history)
+
+
+def training_curves_figure(histories):
+    """Training loss and test accuracy per epoch for one or several runs.
+
+    ``histories``: a :class:`stnlib.train.History` (or its dict), or ``{name: history}``.
+    """
+    if hasattr(histories, "to_dict") or "train_loss" in histories:
+        histories = {"run": histories}
+    fig = _figure(8.0, 3.0)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for name, history in histories.items():
+        h = _history_dict(history)
+        loss_ax.plot(h["epoch"], h["train_loss"], marker="o", label=name)
+        tests = [(e, a) for e, a in zip(h["epoch"], h["test_acc"], strict=True) if a is not None]
+        if tests:
+            acc_ax.plot([e for e, _ in tests], [100 * a for _, a in tests], marker="o",
+                        label=name)
+    loss_ax.set(xlabel="epoch", ylabel="training loss", yscale="log")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def theta_distribution_figure(theta, bins: int = 40):
+    """Histograms of the six entries of the learned ``theta (N, 2, 3)``; red = identity."""
+    import torch
+
+    theta = torch.as_tensor(theta).detach().float().cpu()
+    if theta.dim() != 3 or theta.shape[1:] != (2, 3):
+        raise ValueError(f"theta: expected shape (N, 2, 3), got {tuple(theta.shape)}")
+    identity = [[1, 0, 0], [0, 1, 0]]
+    names = [["a (x from x)", "b (x from y)", "tx"], ["c (y from x)", "d (y from y)", "ty"]]
+    fig = _figure(8.0, 4.2)
+    axes = fig.subplots(2, 3)
+    for r in range(2):
+        for c in range(3):
+            ax = axes[r, c]
+            ax.hist(theta[:, r, c].numpy(), bins=bins, color="tab:blue", alpha=0.8)
+            ax.axvline(identity[r][c], color="tab:red", lw=1)
+            ax.set_title(f"theta[{r},{c}]: {names[r][c]}", fontsize=9)
+            ax.tick_params(labelsize=8)
+    fig.suptitle(f"learned theta over {len(theta)} test digits", fontsize=10)
+    return fig
+
+
+def accuracy_vs_rotation_figure(degrees, accuracies):
+    """Test accuracy against rotation angle, one line per model.
+
+    ``degrees``: the angles; ``accuracies``: ``{name: [accuracy in [0, 1] per angle]}``
+    (e.g. from :func:`stnlib.train.rotation_sweep`).
+    """
+    degrees = list(degrees)
+    fig = _figure(5.5, 3.4)
+    ax = fig.subplots()
+    for name, values in accuracies.items():
+        values = list(values)
+        if len(values) != len(degrees):
+            raise ValueError(f"accuracies[{name!r}] has {len(values)} values for "
+                             f"{len(degrees)} angles")
+        ax.plot(degrees, [100 * v for v in values], marker="o", label=name)
+    ax.set(xlabel="rotation of the test digits (degrees)", ylabel="test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
