@@ -149,3 +149,17 @@ def test_notebook_figures_and_checks(capsys):
     assert not ex.check_scaled_shift_homography([[0.8, 0, 0.5], [0, 0.8, 0], [0, 0, 1]])
     assert "invert" in capsys.readouterr().out
     assert not ex.check_tps_identity(None)
+
+
+def test_cli_lists_and_filters_cells(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["paper", "--list", "--cells", "stcnn-*/TC,cnn/R"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == ["cnn/R", "stcnn-aff/TC"]
+    with pytest.raises(ValueError, match="matches no cell"):
+        args = parser.parse_args(["paper", "--list", "--cells", "nothing"])
+        args.func(args)
