@@ -51,6 +51,8 @@ PADDING_MODES = ("zeros", "border", "reflection")
 # ---------------------------------------------------------------------------
 # Step 1: normalized [-1, 1] -> pixel coordinates
 # ---------------------------------------------------------------------------
+# Each step works on one axis at a time: ``coord`` holds x (or y, or z) of every point,
+# ``size`` is the number of pixels along that axis (W for x, H for y, D for z).
 
 
 def unnormalize(coord: torch.Tensor, size: int, align_corners: bool) -> torch.Tensor:
@@ -88,7 +90,7 @@ def reflect_coordinates(coord: torch.Tensor, size: int, align_corners: bool) -> 
     coordinate ``d`` past the low mirror has travelled ``flips = floor(d / span)`` full
     spans; after an even number it moves forwards from ``low``, after an odd number
     backwards from ``high``. A 1-pixel axis with ``align_corners=True`` has both mirrors in
-    one place: every coordinate becomes 0.
+    one place: every coordinate becomes 0 (with zero gradient).
     """
     low, high = (0.0, size - 1.0) if align_corners else (-0.5, size - 0.5)
     span = high - low
@@ -103,13 +105,15 @@ def reflect_coordinates(coord: torch.Tensor, size: int, align_corners: bool) -> 
 def apply_padding(
     coord: torch.Tensor, size: int, padding_mode: str, align_corners: bool
 ) -> torch.Tensor:
-    """Pixel coordinates after the padding mode: ``zeros`` keeps them (outside reads 0),
-    ``border`` clips them, ``reflection`` mirrors then clips (like torch)."""
+    """Pixel coordinates after the padding mode: ``border`` clips them, ``reflection``
+    mirrors then clips (like torch), ``zeros`` only clamps them to ``[-1, size]``: that far
+    out every corner reads the zero border already (see :data:`PAD_LOW`), and the clamp
+    keeps the indices small."""
     if padding_mode == "border":
         return clip_coordinates(coord, size)
     if padding_mode == "reflection":
         return clip_coordinates(reflect_coordinates(coord, size, align_corners), size)
-    return coord
+    return coord.clamp(-1, size)
 
 
 # ---------------------------------------------------------------------------
@@ -117,9 +121,17 @@ def apply_padding(
 # ---------------------------------------------------------------------------
 
 # The input is padded with zeros: PAD_LOW pixel before and PAD_HIGH after each axis. A
-# point clamped to [-1, size] then has all its corners inside the padded image, and a
-# corner outside the original image reads 0, which is what padding_mode="zeros" means.
+# point in [-1, size] then has all its corners inside the padded image, and a corner
+# outside the original image reads 0, which is what padding_mode="zeros" means.
 PAD_LOW, PAD_HIGH = 1, 2
+
+
+def _strides(padded_sizes: list[int]) -> list[int]:
+    """Flat-index step of one pixel along x, y(, z) in the padded image: 1, W, W * H."""
+    strides = [1]
+    for padded in padded_sizes[:-1]:
+        strides.append(strides[-1] * padded)
+    return strides
 
 
 def corner_indices(
@@ -128,31 +140,27 @@ def corner_indices(
     """Top-left(-front) corner of each point as a flat index into the padded image, and
     the fractional offsets from it.
 
-    ``coords`` are pixel coordinates ``[x, y]`` (or ``[x, y, z]``), each ``(N, P)``;
-    ``padded_sizes`` the padded ``[W, H(, D)]``. Returns ``base (N, P)`` int64 and
-    ``fracs = [x - floor(x), ...]`` (differentiable). Points far outside are first clamped
-    to ``[-1, size]``, where every corner reads the zero border.
+    ``coords`` are pixel coordinates ``[x, y(, z)]``, each ``(N, P)`` in ``[-1, size]``;
+    ``padded_sizes`` the padded ``[W, H(, D)]``. Returns ``base (N, P)`` int64 (the sum of
+    ``(floor(coord) + PAD_LOW) * stride`` over axes) and ``fracs = [coord - floor(coord)]``.
     """
-    base = 0
-    stride = 1
+    strides = _strides(padded_sizes)
+    # float32 holds integers exactly only up to 2**24: bigger images count in float64
+    exact = torch.float64 if strides[-1] * padded_sizes[-1] >= 2**24 else coords[0].dtype
+    base = torch.full_like(coords[0], PAD_LOW * sum(strides), dtype=exact)
     fracs = []
-    for coord, padded in zip(coords, padded_sizes, strict=True):
-        size = padded - PAD_LOW - PAD_HIGH
-        coord = coord.clamp(-1, size)
+    for coord, stride in zip(coords, strides, strict=True):
         # nan_to_num: a NaN coordinate must still give a valid index (its output is NaN)
-        low = torch.nan_to_num(coord.detach().floor(), nan=-1.0)
+        low = coord.floor().nan_to_num_(nan=-1.0)
         fracs.append(coord - low)
-        base = base + (low.long() + PAD_LOW) * stride
-        stride *= padded
-    return base, fracs
+        base.add_(low, alpha=stride)
+    return base.long(), fracs
 
 
 def corner_offsets(padded_sizes: list[int]) -> list[tuple[tuple[int, ...], int]]:
     """Each corner as ``(bits, offset)``: ``bits[a]`` is 0 (floor) or 1 (floor + 1) along
     axis ``a`` (x first), ``offset`` how far its flat index is from the base corner."""
-    strides = [1]
-    for padded in padded_sizes[:-1]:
-        strides.append(strides[-1] * padded)
+    strides = _strides(padded_sizes)
     corners = []
     for bits_reversed in itertools.product((0, 1), repeat=len(padded_sizes)):
         bits = bits_reversed[::-1]  # x varies fastest: (0,0), (1,0), (0,1), (1,1)
@@ -160,16 +168,28 @@ def corner_offsets(padded_sizes: list[int]) -> list[tuple[tuple[int, ...], int]]
     return corners
 
 
+def weight_factors(fracs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per axis, the interpolation factors ``(1 - frac, frac)``: the weight of the near
+    corner (bit 0) and of the far corner (bit 1) along that axis."""
+    return [(1 - frac, frac) for frac in fracs]
+
+
 def corner_weights(
-    fracs: list[torch.Tensor], bits: tuple[int, ...]
+    factors: list[tuple[torch.Tensor, torch.Tensor]],
+    bits: tuple[int, ...],
+    skip_axis: int | None = None,
 ) -> torch.Tensor:
-    """Weight of one corner: the product over axes of ``frac`` (for the far corner, bit 1)
-    or ``1 - frac`` (for the near one, bit 0). ``(N, P)``."""
+    """Weight of one corner, ``(N, P)``: the product over axes of ``factors[axis][bit]``,
+    e.g. ``(1 - fx) * fy`` for ``bits = (0, 1)``. The weights of all corners sum to 1.
+
+    ``skip_axis`` leaves that axis' factor out: the slope of the weight along that axis
+    is then ``+/-`` the result (used by the backward pass)."""
     weight = None
-    for frac, bit in zip(fracs, bits, strict=True):
-        w = frac if bit else 1 - frac
-        weight = w if weight is None else weight * w
-    return weight
+    for axis, bit in enumerate(bits):
+        if axis != skip_axis:
+            factor = factors[axis][bit]
+            weight = factor if weight is None else weight * factor
+    return weight if weight is not None else torch.ones_like(factors[0][0])
 
 
 # ---------------------------------------------------------------------------
@@ -184,62 +204,69 @@ def _read(image: torch.Tensor, base: torch.Tensor, offset: int) -> torch.Tensor:
     return image[..., offset:].gather(2, index)
 
 
+def _sum_channels(t: torch.Tensor) -> torch.Tensor:
+    """``(N, C, P) -> (N, P)``, without a copy when C == 1."""
+    return t[:, 0] if t.shape[1] == 1 else t.sum(1)
+
+
 class _LinearInterpolation(torch.autograd.Function):
     """``out (N, C, P) = sum over corners of weight * image[base + offset]``.
 
-    ``image (N, C, S)`` is the flat zero-padded input, ``base (N, P)`` the corner indices,
-    ``fracs`` the fractional offsets (``d`` tensors ``(N, P)``). Backward by hand:
+    Takes the flat zero-padded ``image (N, C, S)``, the padded sizes and pixel coordinates
+    ``x, y(, z)``, each ``(N, P)`` in ``[-1, size]``. Backward by hand:
 
-    * ``grad_image[base + offset] += weight * grad_out`` (one ``scatter_add_`` per corner);
-    * ``grad_frac[a] = sum_corners sum_c grad_out * image[corner] * d weight / d frac[a]``,
-      where ``d weight / d frac[a]`` is the weight with the factor for axis ``a`` replaced
-      by +1 (far corner) or -1 (near corner).
+    * ``grad_image[corner] += weight * grad_out`` (one ``scatter_add_`` per corner);
+    * ``grad_coord[a] = sum over corners and channels of
+      grad_out * image[corner] * (d weight / d coord_a)``, where the slope of a weight
+      along axis ``a`` is the weight without its axis-``a`` factor, times +1 for the far
+      corner and -1 for the near one. (At an integer coordinate this is the derivative
+      from the right, as in torch.)
     """
 
     @staticmethod
-    def forward(ctx, image, base, corners, *fracs):
+    def forward(ctx, image, padded_sizes, *coords):
+        base, fracs = corner_indices(list(coords), padded_sizes)
+        factors = weight_factors(fracs)
         ctx.save_for_backward(image, base, *fracs)
-        ctx.corners = corners
+        ctx.corners = corner_offsets(padded_sizes)
         out = None
-        for bits, offset in corners:
-            term = _read(image, base, offset) * corner_weights(fracs, bits).unsqueeze(1)
-            out = term if out is None else out.add_(term)
+        for bits, offset in ctx.corners:
+            value = _read(image, base, offset)
+            weight = corner_weights(factors, bits).unsqueeze(1)
+            out = value.mul_(weight) if out is None else out.addcmul_(value, weight)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         image, base, *fracs = ctx.saved_tensors
-        need_image, need_fracs = ctx.needs_input_grad[0], any(ctx.needs_input_grad[3:])
-        grad_image = torch.zeros_like(image) if need_image else None
-        grad_fracs = [torch.zeros_like(f) for f in fracs] if need_fracs else None
+        factors = weight_factors(fracs)
+        need_coords = any(ctx.needs_input_grad[2:])
+        grad_image = torch.zeros_like(image) if ctx.needs_input_grad[0] else None
+        grad_coords = [torch.zeros_like(f) for f in fracs] if need_coords else None
         index = base.unsqueeze(1).expand_as(grad_out)
         for bits, offset in ctx.corners:
-            if need_image:
-                weight = corner_weights(fracs, bits).unsqueeze(1)
+            if grad_image is not None:
+                weight = corner_weights(factors, bits).unsqueeze(1)
                 grad_image[..., offset:].scatter_add_(2, index, grad_out * weight)
-            if need_fracs:
+            if grad_coords is not None:
                 # how much the loss changes per unit of this corner's weight
-                grad_weight = (grad_out * _read(image, base, offset)).sum(1)
+                grad_weight = _sum_channels(_read(image, base, offset).mul_(grad_out))
                 for axis, bit in enumerate(bits):
-                    others = [f for a, f in enumerate(fracs) if a != axis]
-                    other_bits = bits[:axis] + bits[axis + 1 :]
-                    slope = corner_weights(others, other_bits) if others else 1.0
-                    if bit:
-                        grad_fracs[axis] += grad_weight * slope
-                    else:
-                        grad_fracs[axis] -= grad_weight * slope
-        return grad_image, None, None, *(grad_fracs or [None] * len(fracs))
+                    slope = corner_weights(factors, bits, skip_axis=axis)
+                    grad_coords[axis].addcmul_(grad_weight, slope, value=1 if bit else -1)
+        return grad_image, None, *(grad_coords or [None] * len(fracs))
 
 
 class _NearestRead(torch.autograd.Function):
-    """``out = image[base]`` with a zero gradient for the coordinates: nearest-neighbour
-    sampling is piecewise constant in the grid (torch returns zeros there too)."""
+    """``out = image[nearest pixel]`` with a zero gradient for the coordinates:
+    nearest-neighbour sampling is piecewise constant in the grid (torch returns zeros
+    there too). Ties round to even, like torch's ``nearbyint``."""
 
     @staticmethod
-    def forward(ctx, image, base, *coords):
+    def forward(ctx, image, padded_sizes, *coords):
+        base, _ = corner_indices([c.round() for c in coords], padded_sizes)
         ctx.save_for_backward(base)
-        ctx.image_shape = image.shape
-        ctx.coord_like = [(c.shape, c.dtype) for c in coords]
+        ctx.image_shape, ctx.n_coords = image.shape, len(coords)
         return _read(image, base, 0)
 
     @staticmethod
@@ -249,8 +276,8 @@ class _NearestRead(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_image = grad_out.new_zeros(ctx.image_shape)
             grad_image.scatter_add_(2, base.unsqueeze(1).expand_as(grad_out), grad_out)
-        zeros = [grad_out.new_zeros(shape, dtype=dtype) for shape, dtype in ctx.coord_like]
-        return grad_image, None, *zeros
+        zeros = grad_out.new_zeros(base.shape)
+        return grad_image, None, *([zeros] * ctx.n_coords)
 
 
 # ---------------------------------------------------------------------------
@@ -331,27 +358,19 @@ def grid_sample(
     """
     _check(input, grid, mode, padding_mode)
     n, c, *sizes = input.shape  # sizes: [H, W] or [D, H, W]
-    out_spatial = grid.shape[1:-1]
-    sizes_xyz = sizes[::-1]  # [W, H(, D)], the order of the grid's last dimension
-    points = grid.reshape(n, -1, len(sizes))  # (N, P, d), P = number of output pixels
+    d = len(sizes)
+    points = grid.reshape(n, -1, d)  # (N, P, d): one (x, y[, z]) per output pixel
 
-    # Steps 1-2: pixel coordinates, after the padding mode, one (N, P) tensor per axis
+    # Steps 1-2, one axis at a time: pixel coordinates after the padding mode, each (N, P)
     coords = [
-        apply_padding(unnormalize(points[..., a], size, align_corners), size, padding_mode,
-                      align_corners)
-        for a, size in enumerate(sizes_xyz)
+        apply_padding(unnormalize(points[..., axis], size, align_corners), size,
+                      padding_mode, align_corners)
+        for axis, size in enumerate(reversed(sizes))  # x goes with W, y with H, z with D
     ]
-    padded = F.pad(input, (PAD_LOW, PAD_HIGH) * len(sizes))  # zero border, see corner_indices
-    padded_sizes = [s + PAD_LOW + PAD_HIGH for s in sizes_xyz]
+    padded = F.pad(input, (PAD_LOW, PAD_HIGH) * d)  # zero border, see corner_indices
+    padded_sizes = [s + PAD_LOW + PAD_HIGH for s in reversed(sizes)]
     image = padded.reshape(n, c, -1)
-
-    if mode == "nearest":
-        # round half to even, like torch's nearbyint; the nearest pixel is a 1-corner read
-        rounded = [coord.detach().round() for coord in coords]
-        base, _ = corner_indices(rounded, padded_sizes)
-        out = _NearestRead.apply(image, base, *coords)
-    else:
-        # Steps 3-5: corners, weights, weighted sum
-        base, fracs = corner_indices(coords, padded_sizes)
-        out = _LinearInterpolation.apply(image, base, corner_offsets(padded_sizes), *fracs)
-    return out.reshape(n, c, *out_spatial)
+    # Steps 3-5: corners, weights, weighted sum (nearest: the one nearest corner)
+    interpolate = _NearestRead if mode == "nearest" else _LinearInterpolation
+    out = interpolate.apply(image, padded_sizes, *coords)
+    return out.reshape(n, c, *grid.shape[1:-1])

@@ -224,9 +224,13 @@ def test_named_steps():
     assert sampler.clip_coordinates(torch.tensor([-2.0, 1.5, 9.0]), 4).tolist() == [0, 1.5, 3]
     corners = sampler.corner_offsets([10, 7])
     assert corners == [((0, 0), 0), ((1, 0), 1), ((0, 1), 10), ((1, 1), 11)]
-    fracs = [torch.tensor([0.25]), torch.tensor([0.5])]
-    weights = [sampler.corner_weights(fracs, bits).item() for bits, _ in corners]
+    factors = sampler.weight_factors([torch.tensor([0.25]), torch.tensor([0.5])])
+    weights = [sampler.corner_weights(factors, bits).item() for bits, _ in corners]
     assert weights == [0.375, 0.125, 0.375, 0.125] and sum(weights) == 1.0
+    coords = [torch.tensor([[2.25]]), torch.tensor([[-0.5]])]
+    base, fracs = sampler.corner_indices(coords, [10, 7])
+    assert base.item() == (-1 + sampler.PAD_LOW) * 10 + 2 + sampler.PAD_LOW
+    assert [f.item() for f in fracs] == [0.25, 0.5]
 
 
 @pytest.mark.parametrize(
