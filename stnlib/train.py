@@ -478,19 +478,30 @@ def training_settings(fast: bool | None = None) -> dict[str, Any]:
     """The course's default training settings; in fast mode a tiny run on the same path.
 
     Returns ``fit`` keyword arguments plus ``train_subset`` / ``test_subset`` (None =
-    the whole split). ``fast=None`` reads :func:`stnlib.fast_mode`. Notebooks call this
+    the whole split) and ``augment`` (use :func:`default_augmentation` as
+    ``train_transform``). ``fast=None`` reads :func:`stnlib.fast_mode`. Notebooks call this
     (or :func:`train_model`, which uses it) so one switch shrinks every lesson.
     """
     from stnlib.fastmode import fast_mode
 
     if fast is None:
         fast = fast_mode()
-    settings = dict(epochs=5, batch_size=256, lr=DEFAULT_LR["adam"], optimizer="adam",
-                    schedule="onecycle", weight_decay=0.0, train_subset=None,
+    settings = dict(epochs=8, batch_size=256, lr=DEFAULT_LR["adam"], optimizer="adam",
+                    schedule="onecycle", weight_decay=0.0, augment=True, train_subset=None,
                     test_subset=None)
     if fast:
         settings.update(epochs=2, batch_size=128, train_subset=2000, test_subset=1000)
     return settings
+
+
+def default_augmentation(sampler: str = "stnlib"):
+    """The light augmentation of the course's training: a fresh random similarity per image
+    (rotation within +-10 degrees, scale 0.9-1.1, shift up to 8% of the width), drawn with
+    the training generator and applied with the same sampler as the model."""
+    from stnlib.data import RandomAffine
+
+    return RandomAffine(degrees=(-10.0, 10.0), scale=(0.9, 1.1), translate_x=(-0.08, 0.08),
+                        translate_y=(-0.08, 0.08), sampler=sampler)
 
 
 def train_model(
@@ -518,8 +529,9 @@ def train_model(
             ``test_set=False`` skips the per-epoch test.
         root: MNIST root (see :mod:`stnlib.data`).
         progress, checkpoint, resume: as in :func:`fit`.
-        overrides: any :func:`fit` argument or ``train_subset`` / ``test_subset``,
-            e.g. ``epochs=3``, ``lr=1e-3``, ``train_transform=RandomAffine(...)``.
+        overrides: any :func:`fit` argument or ``train_subset`` / ``test_subset`` /
+            ``augment``, e.g. ``epochs=3``, ``lr=1e-3``, ``augment=False``,
+            ``train_transform=RandomAffine(...)``.
 
     Returns:
         ``(model, history)``, the model in eval mode.
@@ -530,6 +542,8 @@ def train_model(
     settings = {**training_settings(fast), **overrides}
     train_subset = settings.pop("train_subset")
     test_subset = settings.pop("test_subset")
+    if settings.pop("augment") and settings.get("train_transform") is None:
+        settings["train_transform"] = default_augmentation(sampler)
     if isinstance(model, str):
         model = build_model(model, seed=seed, sampler=sampler)
     if train_set is None:

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import io
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,9 @@ def run_tutorial(epochs: int = 20, seed: int = 0, root=None, workers: int = 4,
     if subset:
         train_data = torch.utils.data.Subset(train_data, range(subset))
         test_data = torch.utils.data.Subset(test_data, range(min(subset, len(test_data))))
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # torch warns that 4 workers exceed this machine's 2 cores: that is the tutorial
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
         torch.manual_seed(seed)
         start = time.perf_counter()
         train_loader = torch.utils.data.DataLoader(train_data, batch_size=64, shuffle=True,
