@@ -200,8 +200,8 @@ def bilinear_figure(image, x: float, y: float):
             if 0 <= c < w and 0 <= r < h:
                 weight = (1 - abs(x - c)) * (1 - abs(y - r))
                 ax.plot([x, c], [y, r], color="tab:red", lw=0.5 + 3 * weight)
-                ax.text(c + 0.3 * (c - x), r + 0.3 * (r - y) + 0.18, f"w={weight:.3g}",
-                        ha="center", fontsize=8, color="tab:red")
+                ax.text(c, r + 0.3, f"w={weight:.3g}", ha="center", va="center", fontsize=8,
+                        color="tab:red", bbox={"fc": "white", "ec": "none", "pad": 1})
     ax.plot(x, y, "*", color="tab:red", ms=14)
     ax.set_xticks(range(w))
     ax.set_yticks(range(h))
@@ -249,9 +249,10 @@ def theta_gradient_figure(image, grid_grad, theta_grad, every: int = 2):
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.2])
     _gray(left, img, "-dL/dgrid: where each sample wants to move")
     ys, xs = torch.meshgrid(torch.arange(0, h, every), torch.arange(0, w, every), indexing="ij")
-    u, v = g[::every, ::every, 0] * w / 2, g[::every, ::every, 1] * h / 2
+    u, v = g[::every, ::every, 0] * w / 2, g[::every, ::every, 1] * h / 2  # in pixels
+    longest = float(torch.sqrt(u**2 + v**2).max().clamp_min(1e-12))
     left.quiver(xs.numpy(), ys.numpy(), u.numpy(), v.numpy(), color="tab:orange",
-                angles="xy", scale_units="xy")
+                angles="xy", scale_units="xy", scale=longest / (2.5 * every))
     names = ["a11 (x<-x)", "a12 (x<-y)", "tx", "a21 (y<-x)", "a22 (y<-y)", "ty"]
     values = torch.as_tensor(theta_grad).detach().double().reshape(6)
     right.barh(range(6), (-values).numpy(), color="tab:orange")
