@@ -1,0 +1,307 @@
+"""The 3D spatial transformer and the volume classifiers of notebook 07.
+
+Everything is the 2D story with one more axis: ``theta`` is ``(N, 3, 4)``, the grid is
+``(N, D, H, W, 3)`` and the sampler interpolates trilinearly between 8 voxels instead of
+4 pixels. The localization net again starts at the identity transform.
+
+Speed on a CPU: 3D convolutions cost 8x more per halving of resolution than 2D ones, so
+both classifiers look at a 16 x 16 x 16 version of the 32 x 32 x 32 input.
+
+* :class:`CNN3d` averages each 2 x 2 x 2 block (``AvgPool3d(2)``) and classifies.
+* :class:`STCNN3d` lets the spatial transformer *sample* the 16^3 output directly from
+  the 32^3 input. With ``align_corners=False`` the centre of output voxel ``i`` falls
+  exactly between input voxels ``2i`` and ``2i + 1``, so at the identity theta trilinear
+  sampling *is* the 2 x 2 x 2 average: at initialisation ST-CNN3d and CNN3d compute the
+  same function, and everything the ST-CNN gains it gains by moving theta.
+
+Volumes enter in [0, 1] with a zero background and are normalised after the sampler.
+Models record their constructor arguments in ``model.config`` so that
+:func:`stnlib.load_checkpoint` can rebuild them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from stnlib.models import Normalize, seeded_init
+from stnlib.transformer import SAMPLERS, geometry
+
+__all__ = ["CNN3d", "Classifier3d", "LocalizationNet3d", "STCNN3d", "SpatialTransformer3d"]
+
+#: Mean and std of the posed digit volumes of :mod:`stnlib.volumes` (thickness 6 of 32).
+VOLUME_MEAN, VOLUME_STD = 0.02, 0.12
+
+
+def _size3(size: Sequence[int] | int, name: str) -> tuple[int, int, int]:
+    """``(D, H, W)`` from an int or a sequence of three ints, with a clear error."""
+    if isinstance(size, int):
+        size = (size, size, size)
+    try:
+        out = tuple(int(s) for s in size)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or (D, H, W), got {size!r}") from None
+    if len(out) != 3 or min(out) < 1:
+        raise ValueError(f"{name} must be (D, H, W) of positive ints, got {size!r}")
+    return out
+
+
+def _check_volume(model: nn.Module, input: torch.Tensor) -> None:
+    expected = (model.in_channels, *model.input_size)
+    if not isinstance(input, torch.Tensor) or input.ndim != 5 \
+            or tuple(input.shape[1:]) != expected:
+        got = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
+        raise ValueError(
+            f"{type(model).__name__} expects volumes (N, {', '.join(map(str, expected))}) "
+            f"float in [0, 1], got {got}"
+        )
+
+
+def _stage(cin: int, cout: int, batch_norm: bool) -> list[nn.Module]:
+    """Conv3d 3x3x3 (same size) -> [BatchNorm3d] -> ReLU -> MaxPool3d 2."""
+    norm = [nn.BatchNorm3d(cout)] if batch_norm else []
+    return [nn.Conv3d(cin, cout, 3, padding=1, bias=not batch_norm), *norm, nn.ReLU(True),
+            nn.MaxPool3d(2)]
+
+
+class LocalizationNet3d(nn.Module):
+    """Look at a volume, output ``theta (N, 3, 4)``; the identity transform at initialisation.
+
+    ``AvgPool3d(pool) -> len(channels) x (Conv3d 3x3x3, ReLU, MaxPool3d 2) -> Linear(F,
+    hidden) -> ReLU -> Linear(hidden, 12)``. Orientation is a coarse property of a
+    volume, so the network works at low resolution (``pool=4``: 8^3 for a 32^3 input),
+    which keeps it cheap.
+
+    Args:
+        in_channels: channels C of the volumes.
+        input_size: (D, H, W) of the volumes (or one int for a cube).
+        channels: output channels of the conv stages.
+        hidden: width of the hidden fully connected layer.
+        pool: average-pooling factor applied first.
+
+    Shapes: ``forward(input (N, C, D, H, W)) -> theta (N, 3, 4)``.
+    """
+
+    def __init__(self, in_channels: int = 1, input_size: Sequence[int] | int = 32,
+                 channels: Sequence[int] = (16, 32), hidden: int = 64, pool: int = 4) -> None:
+        super().__init__()
+        self.in_channels, self.input_size = int(in_channels), _size3(input_size, "input_size")
+        channels = [int(c) for c in channels]
+        reduce = int(pool) * 2 ** len(channels)
+        if not channels or min(self.input_size) < reduce:
+            raise ValueError(
+                f"input_size {self.input_size} is too small for pool={pool} and "
+                f"{len(channels)} conv stages: each side must be at least {reduce}"
+            )
+        layers: list[nn.Module] = [nn.AvgPool3d(int(pool))]
+        for cin, cout in zip([in_channels, *channels[:-1]], channels, strict=True):
+            layers += _stage(cin, cout, batch_norm=False)
+        self.features = nn.Sequential(*layers)
+        cells = 1
+        for s in self.input_size:
+            cells *= s // reduce
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * cells, hidden),
+                                  nn.ReLU(True), nn.Linear(hidden, 12))
+        self.reset_identity()
+
+    def reset_identity(self) -> None:
+        """Zero the last layer's weights and set its bias to the identity theta."""
+        last = self.head[-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.copy_(torch.eye(3, 4).flatten())
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        _check_volume(self, input)
+        return self.head(self.features(input)).view(-1, 3, 4)
+
+
+class SpatialTransformer3d(nn.Module):
+    """Warp each volume by the ``theta (N, 3, 4)`` its localization network predicts.
+
+    Args:
+        in_channels: channels C of the input volumes.
+        input_size: (D, H, W) of the input (or one int for a cube).
+        output_size: (D_out, H_out, W_out) of the warped output; default ``input_size``.
+        sampler: ``"stnlib"`` (from-scratch grid and sampler) or ``"torch"`` (same numbers).
+        align_corners, mode, padding_mode: as in ``torch.nn.functional.grid_sample``;
+            ``mode="bilinear"`` on a volume is trilinear interpolation.
+        localization: a network mapping (N, C, D, H, W) to theta (N, 3, 4); default a
+            :class:`LocalizationNet3d` (identity at initialisation).
+
+    Shapes: ``forward(input (N, C, D, H, W)) -> (warped (N, C, D_out, H_out, W_out),
+    theta (N, 3, 4))``.
+    """
+
+    def __init__(self, in_channels: int = 1, input_size: Sequence[int] | int = 32,
+                 output_size: Sequence[int] | int | None = None, sampler: str = "stnlib",
+                 align_corners: bool = False, mode: str = "bilinear",
+                 padding_mode: str = "zeros", localization: nn.Module | None = None) -> None:
+        super().__init__()
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.in_channels, self.input_size = int(in_channels), _size3(input_size, "input_size")
+        self.output_size = _size3(output_size if output_size is not None else input_size,
+                                  "output_size")
+        self.sampler, self.align_corners = sampler, bool(align_corners)
+        self.mode, self.padding_mode = mode, padding_mode
+        self.localization = localization or LocalizationNet3d(in_channels, self.input_size)
+
+    def warp(self, input: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Grid generator + sampler: resample ``input`` with a given ``theta (N, 3, 4)``."""
+        affine_grid, grid_sample = geometry(self.sampler)
+        size = [input.shape[0], input.shape[1], *self.output_size]
+        grid = affine_grid(theta, size, align_corners=self.align_corners)
+        return grid_sample(input, grid, mode=self.mode, padding_mode=self.padding_mode,
+                           align_corners=self.align_corners)
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_volume(self, input)
+        theta = self.localization(input)
+        return self.warp(input, theta), theta
+
+    def extra_repr(self) -> str:
+        return (f"sampler={self.sampler!r}, output_size={self.output_size}, "
+                f"align_corners={self.align_corners}")
+
+
+class Classifier3d(nn.Module):
+    """Normalise -> 3 x (Conv3d 3x3x3, BatchNorm3d, ReLU, MaxPool3d 2) -> Linear -> ReLU ->
+    Linear. Each side of ``input_size`` must be divisible by 8 (e.g. 16).
+
+    Shapes: ``forward(input (N, C, D, H, W)) -> logits (N, num_classes)``.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10,
+                 input_size: Sequence[int] | int = 16, channels: Sequence[int] = (16, 32, 64),
+                 hidden: int = 128, batch_norm: bool = True, mean: float = VOLUME_MEAN,
+                 std: float = VOLUME_STD) -> None:
+        super().__init__()
+        self.in_channels, self.input_size = int(in_channels), _size3(input_size, "input_size")
+        channels = [int(c) for c in channels]
+        reduce = 2 ** len(channels)
+        if not channels or any(s % reduce for s in self.input_size):
+            raise ValueError(
+                f"input_size must be divisible by {reduce} on every side for "
+                f"{len(channels)} conv + pool stages, got {self.input_size}"
+            )
+        cells = 1
+        for s in self.input_size:
+            cells *= s // reduce
+        layers: list[nn.Module] = []
+        for cin, cout in zip([in_channels, *channels[:-1]], channels, strict=True):
+            layers += _stage(cin, cout, batch_norm)
+        self.normalize = Normalize(mean, std)
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * cells, hidden),
+                                  nn.ReLU(True), nn.Linear(hidden, num_classes))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        _check_volume(self, input)
+        return self.head(self.features(self.normalize(input)))
+
+
+class CNN3d(nn.Module):
+    """Baseline: ``AvgPool3d(downsample)`` then :class:`Classifier3d`.
+
+    Args:
+        in_channels, num_classes: channels of the volumes, number of logits.
+        input_size: (D, H, W) of the volumes (or one int for a cube), default 32^3.
+        downsample: averaging factor before the classifier (2: 32^3 -> 16^3).
+        channels, hidden, batch_norm, mean, std: of the :class:`Classifier3d`.
+        seed: seed of the initial weights (None: torch's global generator).
+
+    Shapes: ``forward(input (N, C, D, H, W)) -> logits (N, num_classes)``.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10,
+                 input_size: Sequence[int] | int = 32, downsample: int = 2,
+                 channels: Sequence[int] = (16, 32, 64), hidden: int = 128,
+                 batch_norm: bool = True, mean: float = VOLUME_MEAN, std: float = VOLUME_STD,
+                 seed: int | None = 0) -> None:
+        super().__init__()
+        self.in_channels, self.input_size = int(in_channels), _size3(input_size, "input_size")
+        if any(s % downsample for s in self.input_size):
+            raise ValueError(
+                f"input_size {self.input_size} must be divisible by downsample={downsample}"
+            )
+        self.config = dict(in_channels=self.in_channels, num_classes=int(num_classes),
+                           input_size=list(self.input_size), downsample=int(downsample),
+                           channels=[int(c) for c in channels], hidden=int(hidden),
+                           batch_norm=bool(batch_norm), mean=float(mean), std=float(std),
+                           seed=seed)
+        with seeded_init(seed):
+            self.downsample = nn.AvgPool3d(int(downsample))
+            self.classifier = Classifier3d(
+                in_channels, num_classes, [s // downsample for s in self.input_size],
+                channels, hidden, batch_norm, mean, std)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        _check_volume(self, input)
+        return self.classifier(self.downsample(input))
+
+
+class STCNN3d(nn.Module):
+    """3D spatial transformer (sampling the classifier's resolution) + :class:`Classifier3d`.
+
+    ``input [0, 1] -> SpatialTransformer3d (output input_size / downsample) -> warped ->
+    Classifier3d (normalises) -> logits``. At initialisation it equals :class:`CNN3d`
+    with the same seed's classifier (see the module docstring).
+
+    Args:
+        in_channels, num_classes, input_size, downsample, channels, hidden, batch_norm,
+            mean, std: as in :class:`CNN3d`.
+        sampler: ``"stnlib"`` (from scratch) or ``"torch"``.
+        loc_channels, loc_hidden, loc_pool: of the :class:`LocalizationNet3d`.
+        seed: seed of the initial weights.
+
+    Shapes: ``forward(input (N, C, D, H, W)) -> logits (N, num_classes)``; with
+    ``return_transformed=True``: ``(logits, warped (N, C, D/2, H/2, W/2), theta (N, 3, 4))``.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10,
+                 input_size: Sequence[int] | int = 32, downsample: int = 2,
+                 channels: Sequence[int] = (16, 32, 64), hidden: int = 128,
+                 batch_norm: bool = True, mean: float = VOLUME_MEAN, std: float = VOLUME_STD,
+                 sampler: str = "stnlib", loc_channels: Sequence[int] = (16, 32),
+                 loc_hidden: int = 64, loc_pool: int = 4, seed: int | None = 0) -> None:
+        super().__init__()
+        self.in_channels, self.input_size = int(in_channels), _size3(input_size, "input_size")
+        if any(s % downsample for s in self.input_size):
+            raise ValueError(
+                f"input_size {self.input_size} must be divisible by downsample={downsample}"
+            )
+        out_size = [s // downsample for s in self.input_size]
+        self.config = dict(in_channels=self.in_channels, num_classes=int(num_classes),
+                           input_size=list(self.input_size), downsample=int(downsample),
+                           channels=[int(c) for c in channels], hidden=int(hidden),
+                           batch_norm=bool(batch_norm), mean=float(mean), std=float(std),
+                           sampler=sampler, loc_channels=[int(c) for c in loc_channels],
+                           loc_hidden=int(loc_hidden), loc_pool=int(loc_pool), seed=seed)
+        with seeded_init(seed):
+            self.classifier = Classifier3d(in_channels, num_classes, out_size, channels,
+                                           hidden, batch_norm, mean, std)
+            localization = LocalizationNet3d(in_channels, self.input_size, loc_channels,
+                                             loc_hidden, loc_pool)
+            self.transformer = SpatialTransformer3d(in_channels, self.input_size, out_size,
+                                                    sampler, localization=localization)
+
+    @property
+    def sampler(self) -> str:
+        return self.transformer.sampler
+
+    @sampler.setter
+    def sampler(self, value: str) -> None:
+        """Switch between the from-scratch and the torch sampler (same weights, same math)."""
+        if value not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {value!r}")
+        self.transformer.sampler = value
+        self.config["sampler"] = value
+
+    def forward(self, input: torch.Tensor, return_transformed: bool = False):
+        _check_volume(self, input)
+        warped, theta = self.transformer(input)
+        logits = self.classifier(warped)
+        return (logits, warped, theta) if return_transformed else logits
