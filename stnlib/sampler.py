@@ -61,9 +61,10 @@ def unnormalize(coord: torch.Tensor, size: int, align_corners: bool) -> torch.Te
     ``align_corners=True``: -1 -> 0 and +1 -> size - 1 (centres of the corner pixels).
     ``align_corners=False``: -1 -> -0.5 and +1 -> size - 0.5 (outer edges of the image).
     """
+    # torch's arithmetic; the steps after the first work in place, saving allocations
     if align_corners:
-        return (coord + 1) / 2 * (size - 1)
-    return ((coord + 1) * size - 1) / 2
+        return (coord + 1).div_(2).mul_(size - 1)
+    return (coord + 1).mul_(size).sub_(1).div_(2)
 
 
 # ---------------------------------------------------------------------------
@@ -152,8 +153,8 @@ def corner_indices(
     for coord, stride in zip(coords, strides, strict=True):
         # nan_to_num: a NaN coordinate must still give a valid index (its output is NaN)
         low = coord.floor().nan_to_num_(nan=-1.0)
-        fracs.append(coord - low)
         base.add_(low, alpha=stride)
+        fracs.append(torch.sub(coord, low, out=low))  # frac = coord - floor, in low's memory
     return base.long(), fracs
 
 
@@ -178,18 +179,24 @@ def corner_weights(
     factors: list[tuple[torch.Tensor, torch.Tensor]],
     bits: tuple[int, ...],
     skip_axis: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weight of one corner, ``(N, P)``: the product over axes of ``factors[axis][bit]``,
     e.g. ``(1 - fx) * fy`` for ``bits = (0, 1)``. The weights of all corners sum to 1.
 
     ``skip_axis`` leaves that axis' factor out: the slope of the weight along that axis
-    is then ``+/-`` the result (used by the backward pass)."""
-    weight = None
-    for axis, bit in enumerate(bits):
-        if axis != skip_axis:
-            factor = factors[axis][bit]
-            weight = factor if weight is None else weight * factor
-    return weight if weight is not None else torch.ones_like(factors[0][0])
+    is then ``+/-`` the result (used by the backward pass). ``out`` is an optional buffer
+    to write into; with a single factor the result is that factor itself (do not modify).
+    """
+    chosen = [factors[axis][bit] for axis, bit in enumerate(bits) if axis != skip_axis]
+    if not chosen:
+        return torch.ones_like(factors[0][0])
+    if len(chosen) == 1:
+        return chosen[0]
+    weight = torch.mul(chosen[0], chosen[1], out=out)
+    for factor in chosen[2:]:
+        weight.mul_(factor)
+    return weight
 
 
 # ---------------------------------------------------------------------------
@@ -197,11 +204,13 @@ def corner_weights(
 # ---------------------------------------------------------------------------
 
 
-def _read(image: torch.Tensor, base: torch.Tensor, offset: int) -> torch.Tensor:
+def _read(
+    image: torch.Tensor, base: torch.Tensor, offset: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``image[n, c, base[n, p] + offset]`` for all n, c, p: ``(N, C, P)``. The shifted view
     ``image[..., offset:]`` lets every corner share one index tensor."""
     index = base.unsqueeze(1).expand(-1, image.shape[1], -1)
-    return image[..., offset:].gather(2, index)
+    return torch.gather(image[..., offset:], 2, index, out=out)
 
 
 def _sum_channels(t: torch.Tensor) -> torch.Tensor:
@@ -229,11 +238,13 @@ class _LinearInterpolation(torch.autograd.Function):
         factors = weight_factors(fracs)
         ctx.save_for_backward(image, base, *fracs)
         ctx.corners = corner_offsets(padded_sizes)
-        out = None
+        # each corner's weight and values go into reused buffers: fewer allocations
+        out = weight = value = None
         for bits, offset in ctx.corners:
-            value = _read(image, base, offset)
-            weight = corner_weights(factors, bits).unsqueeze(1)
-            out = value.mul_(weight) if out is None else out.addcmul_(value, weight)
+            weight = corner_weights(factors, bits, out=weight).unsqueeze(1)
+            value = _read(image, base, offset, out=value)
+            out = value.mul(weight) if out is None else out.addcmul_(value, weight)
+            weight = weight.squeeze(1)
         return out
 
     @staticmethod
@@ -244,13 +255,16 @@ class _LinearInterpolation(torch.autograd.Function):
         grad_image = torch.zeros_like(image) if ctx.needs_input_grad[0] else None
         grad_coords = [torch.zeros_like(f) for f in fracs] if need_coords else None
         index = base.unsqueeze(1).expand_as(grad_out)
+        weight = value = weighted = None  # reused buffers
         for bits, offset in ctx.corners:
             if grad_image is not None:
-                weight = corner_weights(factors, bits).unsqueeze(1)
-                grad_image[..., offset:].scatter_add_(2, index, grad_out * weight)
+                weight = corner_weights(factors, bits, out=weight)
+                weighted = torch.mul(grad_out, weight.unsqueeze(1), out=weighted)
+                grad_image[..., offset:].scatter_add_(2, index, weighted)
             if grad_coords is not None:
                 # how much the loss changes per unit of this corner's weight
-                grad_weight = _sum_channels(_read(image, base, offset).mul_(grad_out))
+                value = _read(image, base, offset, out=value)
+                grad_weight = _sum_channels(value.mul_(grad_out))
                 for axis, bit in enumerate(bits):
                     slope = corner_weights(factors, bits, skip_axis=axis)
                     grad_coords[axis].addcmul_(grad_weight, slope, value=1 if bit else -1)
@@ -359,13 +373,12 @@ def grid_sample(
     _check(input, grid, mode, padding_mode)
     n, c, *sizes = input.shape  # sizes: [H, W] or [D, H, W]
     d = len(sizes)
-    points = grid.reshape(n, -1, d)  # (N, P, d): one (x, y[, z]) per output pixel
+    points = grid.reshape(n, -1, d).unbind(-1)  # x, y(, z) of every output pixel, (N, P)
 
     # Steps 1-2, one axis at a time: pixel coordinates after the padding mode, each (N, P)
     coords = [
-        apply_padding(unnormalize(points[..., axis], size, align_corners), size,
-                      padding_mode, align_corners)
-        for axis, size in enumerate(reversed(sizes))  # x goes with W, y with H, z with D
+        apply_padding(unnormalize(coord, size, align_corners), size, padding_mode, align_corners)
+        for coord, size in zip(points, reversed(sizes), strict=True)  # x with W, y with H
     ]
     padded = F.pad(input, (PAD_LOW, PAD_HIGH) * d)  # zero border, see corner_indices
     padded_sizes = [s + PAD_LOW + PAD_HIGH for s in reversed(sizes)]

@@ -10,28 +10,28 @@ Timing clock (``--clock``): ``cpu`` (default) is the CPU time of this process
 a core while other jobs run, so the ratio stays meaningful under load; with
 ``--threads 1`` (default) it is exactly the work done. ``wall`` uses ``perf_counter``.
 
-Peak memory (``--memory``, on by default): each implementation runs one forward+backward
-in a fresh subprocess; the figure is the growth of that process's peak resident set
-(``ru_maxrss``) during that call, after inputs exist and after a small warm-up call. It
-counts every byte the call touched (outputs, gradients, temporaries, allocator slack),
-not only tensor sizes.
+Peak memory (``--memory``, on by default): the largest total size of the tensors that
+one forward+backward creates and holds at the same time (outputs, saved tensors,
+temporaries, gradients; the inputs themselves excluded), tracked op by op with a
+``TorchDispatchMode`` that sees every tensor an ATen op returns and notices when its
+storage is freed. Unlike the process RSS it does not depend on what the allocator kept
+from earlier runs, so it is deterministic and comparable between the two implementations.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 DEFAULT_CASES = "256x1x28x28,64x1x60x60,32x3x64x64,8x1x32x32x32"
 
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default="zeros")
     parser.add_argument("--align-corners", action="store_true")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure peak memory in subprocesses (default on)")
+                        help="measure peak tensor memory (default on)")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile(stnlib.grid_sample)")
     parser.add_argument("--seed", type=int, default=0)
@@ -132,34 +132,47 @@ def max_abs_diff(size: tuple[int, ...], args: argparse.Namespace) -> float:
         return float((samplers["stnlib"](x, g) - samplers["torch"](x, g)).abs().max())
 
 
-def peak_memory_child(size: tuple[int, ...], which: str, args: argparse.Namespace) -> float:
-    """In this (fresh) process: MiB by which the peak RSS grows during one fwd+bwd."""
-    torch.set_num_threads(args.threads)
-    fn = _samplers(args)[which]
-    tiny = tuple(min(s, 3) for s in size)
-    _fwd_bwd(fn, *make_inputs(tiny, args.seed))  # load code paths before measuring
+class TensorMemory(TorchDispatchMode):
+    """Peak bytes of live tensor storages created inside the ``with`` block.
+
+    Every ATen op's outputs pass through ``__torch_dispatch__``; a storage is counted
+    once, from when an op first returns it until a weak reference says it is freed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _sweep(self) -> None:
+        for key, (ref, nbytes) in list(self.live.items()):
+            if ref.expired():
+                del self.live[key]
+                self.current -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self._sweep()
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                ref = StorageWeakRef(storage)
+                if ref.cdata not in self.live:
+                    self.live[ref.cdata] = (ref, storage.nbytes())
+                    self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        return out
+
+
+def peak_memory(size: tuple[int, ...], which: str, args: argparse.Namespace) -> float:
+    """MiB: peak of live tensors created during one forward+backward of ``which``."""
+    fn = _samplers(argparse.Namespace(**{**vars(args), "compile": False}))[which]
     x, g = make_inputs(size, args.seed)
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    _fwd_bwd(fn, x, g)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (after - before) / 1024  # ru_maxrss is in KiB on Linux
-
-
-def peak_memory(size: tuple[int, ...], which: str, args: argparse.Namespace) -> float | None:
-    """Run :func:`peak_memory_child` in a fresh interpreter; None if that fails."""
-    payload = json.dumps({"size": size, "which": which, "args": vars(args)}, default=str)
-    code = (
-        "import json, sys, argparse; from stnlib.bench import sampler as s; "
-        "p = json.loads(sys.argv[1]); a = argparse.Namespace(**p['args']); "
-        "print(s.peak_memory_child(tuple(p['size']), p['which'], a))"
-    )
-    result = subprocess.run([sys.executable, "-c", code, payload], capture_output=True,
-                            text=True, timeout=600, check=False)
-    try:
-        return float(result.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return None
+    with TensorMemory() as tracker:
+        _fwd_bwd(fn, x, g)
+    return tracker.peak / 2**20
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -198,10 +211,10 @@ def run(args: argparse.Namespace) -> list[dict]:
                                                       t["torch_fwd_bwd_ms"])
         if args.memory:
             ours, native = peak_memory(size, "stnlib", args), peak_memory(size, "torch", args)
-            record["stnlib_peak_mib"] = None if ours is None else round(ours, 2)
-            record["torch_peak_mib"] = None if native is None else round(native, 2)
+            record["stnlib_peak_mib"] = round(ours, 3)
+            record["torch_peak_mib"] = round(native, 3)
             record["peak_ratio"] = _ratio(ours, native)
-            record["memory_method"] = "peak RSS growth during one fwd+bwd, fresh subprocess"
+            record["memory_method"] = "peak live tensor bytes in one fwd+bwd (dispatch mode)"
         record["max_abs_diff"] = max_abs_diff(size, args)
         record["load_avg_1min"] = round(os.getloadavg()[0], 2)
         records.append(record)
