@@ -273,3 +273,11 @@ def test_public_export():
     import stnlib
 
     assert stnlib.grid_sample is grid_sample
+
+
+def test_flat_index_stays_exact_beyond_float32_integers():
+    """A padded image of 5000 x 5000 has flat indices above 2**24, where float32 cannot
+    count by one; corner_indices then sums in float64 and the index is exact."""
+    coords = [torch.tensor([[4998.0]]), torch.tensor([[4998.0]])]
+    base, _ = sampler.corner_indices(coords, [5000, 5000])
+    assert base.item() == (4998 + sampler.PAD_LOW) * 5000 + 4998 + sampler.PAD_LOW
