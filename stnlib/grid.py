@@ -80,7 +80,8 @@ def _check(theta: torch.Tensor, size: Sequence[int]) -> tuple[int, ...]:
         )
     if min(size) <= 0:
         raise ValueError(f"Expected non-zero, positive output size. Got {size}")
-    if not bool(torch.isfinite(theta).all()):
+    # checked on CPU only: on a GPU the check would wait for the device at every call
+    if theta.device.type == "cpu" and not bool(torch.isfinite(theta).all()):
         raise ValueError(
             "theta contains NaN or inf (did the localization net diverge? lower the learning "
             "rate or check its inputs); every entry must be finite"
@@ -98,7 +99,8 @@ def affine_grid(
 
     ``grid[n, i, j] = theta[n] @ (x_j, y_i, 1)``: the normalized source location read by
     target pixel ``(i, j)``; its last dimension is ``(x, y[, z])``. Differentiable with
-    respect to ``theta``. Unlike torch, a non-finite theta raises ``ValueError``.
+    respect to ``theta``. Unlike torch, a non-finite theta on the CPU raises ``ValueError``
+    (on a GPU the check is skipped: it would synchronise with the device at every call).
     """
     size = _check(theta, size)
     n, spatial = size[0], size[2:]
