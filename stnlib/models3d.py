@@ -305,3 +305,20 @@ class STCNN3d(nn.Module):
         warped, theta = self.transformer(input)
         logits = self.classifier(warped)
         return (logits, warped, theta) if return_transformed else logits
+
+
+def lesson_settings(fast: bool | None = None) -> dict:
+    """Dataset size and :func:`stnlib.train.fit` settings of notebook 07.
+
+    Full mode trains each model in about two minutes on a 2-core CPU; fast mode
+    (``stnlib.fast_mode()``, set by ``make test``) takes a small subset and one epoch
+    through the same code. Returns ``dict(n_train, n_test, max_angle, fit=dict(...))``.
+    """
+    from stnlib.fastmode import fast_mode
+
+    fast = fast_mode() if fast is None else bool(fast)
+    if fast:
+        return dict(n_train=256, n_test=128, max_angle=90.0,
+                    fit=dict(epochs=1, batch_size=32, lr=3e-3, seed=0))
+    return dict(n_train=6000, n_test=1000, max_angle=90.0,
+                fit=dict(epochs=3, batch_size=64, lr=3e-3, seed=0))

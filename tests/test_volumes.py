@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from stnlib import affine
-from stnlib.volumes import digit_volumes, extrude, pose_volumes, random_poses
+from stnlib.volumes import (
+    digit_volumes,
+    extrude,
+    pose_volumes,
+    random_poses,
+    rotation_spread,
+)
 
 
 def _digits(n: int = 3, seed: int = 0) -> torch.Tensor:
@@ -172,3 +178,20 @@ def test_digit_volumes_hold_the_posed_digits(mnist_arrays):
 def test_digit_volumes_checks_n(mnist_arrays):
     with pytest.raises(ValueError, match="n must be in 1..10000"):
         digit_volumes(10001, train=False)
+
+
+# --- rotation_spread --------------------------------------------------------------------
+
+
+def test_rotation_spread_by_hand():
+    # rotations by -a, 0, +a about z: the mean is the identity, the spread a, 0, a
+    a = math.radians(20)
+    mats = torch.cat([affine.rotation_z(-a), affine.rotation_z(0.0), affine.rotation_z(a)])
+    torch.testing.assert_close(rotation_spread(mats), torch.tensor([20.0, 0.0, 20.0]),
+                               atol=1e-3, rtol=0)
+    # a common frame does not matter, scaling (a nearly-rotation theta) is ignored
+    frame = affine.rotation_axis_angle([1.0, 2.0, 3.0], 1.0)
+    torch.testing.assert_close(rotation_spread(frame @ mats * 1.3), rotation_spread(mats),
+                               atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="matrices must have shape"):
+        rotation_spread(torch.eye(3))
