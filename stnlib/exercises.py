@@ -368,3 +368,58 @@ def check_scaled_shift_homography(answer: Any) -> bool:
         hint = "the shift must be in normalized units: 7 pixels = 7 / 14 = 0.5."
     return _verdict(answer, ok, "scale 1 / 0.8 = 1.25 and shift -0.5 / 0.8 = -0.625: the grid "
                     "always holds the inverse of the motion you see.", hint)
+
+
+# --- 07: the 3D spatial transformer ------------------------------------------
+
+
+def check_depth_shift_theta(answer: Any) -> bool:
+    """07. theta (3, 4) that moves the content of a 32 x 32 x 32 volume 8 voxels towards
+    +z (deeper slices), with ``align_corners=False`` and nothing else changed."""
+    theta = _as_tensor(answer, (3, 4))
+    if theta is None:
+        theta = _as_tensor(answer, (1, 3, 4))
+        theta = None if theta is None else theta[0]
+    expected = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -0.5]]
+    ok = _close(theta, expected)
+    hint = ("a 3x4 matrix [[1, 0, 0, tx], [0, 1, 0, ty], [0, 0, 1, tz]]. One voxel is 2 / 32 "
+            "in normalized units, and theta says where each output voxel *reads*.")
+    if ok is False and _close(theta, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0.5]]):
+        hint = ("right size, wrong direction: theta maps output to input, so to see the content "
+                "at z + 0.5 each output voxel must read from z - 0.5.")
+    elif ok is False and theta is not None and abs(abs(float(theta[2, 3])) - 8) < 1e-3:
+        hint = "theta works in normalized units (-1..1 across the volume), not in voxels."
+    elif ok is False and theta is not None and abs(abs(float(theta[2, 3])) - 0.25) < 1e-3:
+        hint = "the volume spans 2 normalized units over 32 voxels: 8 voxels are 8 * 2 / 32."
+    elif ok is False and theta is not None and abs(float(theta[0, 3])) > 1e-3:
+        hint = "the last column is (tx, ty, tz) for (x, y, z): depth is z, the third row."
+    return _verdict(answer, ok, "8 voxels = 0.5 normalized, and the sign flips because the "
+                    "grid reads from where the content comes from.", hint)
+
+
+def check_undo_pose_theta(answer: Any) -> bool:
+    """07. A canonical volume was put in pose ``P = compose(rotation_z(30 deg),
+    translation_3d(0.1, 0, 0))`` (rotate, then shift; P maps canonical to posed
+    coordinates). Which theta (3, 4) must a spatial transformer predict so that its output
+    is the canonical volume again?"""
+    import math
+
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    theta = _as_tensor(answer, (3, 4))
+    if theta is None:
+        theta = _as_tensor(answer, (1, 3, 4))
+        theta = None if theta is None else theta[0]
+    pose = torch.tensor([[c, -s, 0.0, 0.1], [s, c, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0],
+                         [0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    ok = _close(theta, pose[:3])
+    hint = ("a 3x4 matrix. The transformer's output is the canonical volume and its input the "
+            "posed one, and theta maps output coordinates to input coordinates.")
+    if ok is False and _close(theta, torch.linalg.inv(pose)[:3]):
+        hint = ("that is P^-1, the theta that *made* the posed volume from the canonical one. "
+                "To go back, each canonical output voxel must read where P sent it.")
+    elif ok is False and _close(theta[:, :3], pose[:3, :3]):
+        hint = "the rotation part is right; check the translation column (tx, ty, tz)."
+    elif ok is False and _close(theta[:, :3], pose[:3, :3].T):
+        hint = "that rotation turns by -30 degrees; the minus sign belongs above the diagonal."
+    return _verdict(answer, ok, "theta = P itself: the grid of the canonical output reads "
+                    "the posed input at P x. Learned thetas are poses.", hint)

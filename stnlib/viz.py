@@ -456,3 +456,108 @@ def accuracy_vs_rotation_figure(degrees, accuracies):
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+# ---------------------------------------------------------------------------
+# Notebook 07: the 3D spatial transformer (volumes, 3D grids, projections).
+# ---------------------------------------------------------------------------
+
+
+def _volume(volume):
+    """One volume as a (D, H, W) float CPU tensor, from (D, H, W) or (1, D, H, W)."""
+    import torch
+
+    vol = torch.as_tensor(volume).detach().float().cpu()
+    vol = vol.squeeze(0) if vol.dim() == 4 else vol
+    if vol.dim() != 3:
+        raise ValueError(f"volume: expected shape (D, H, W) or (1, D, H, W), got "
+                         f"{tuple(torch.as_tensor(volume).shape)}")
+    return vol
+
+
+def grid_points_3d(grids, titles=None, every: int = 2, size: float = 3.2):
+    """3D sampling grids drawn as points, one 3D panel per grid.
+
+    ``grids``: a sequence of ``(D, H, W, 3)`` tensors (or a tensor ``(N, D, H, W, 3)``),
+    e.g. ``affine_grid(theta, (N, 1, 8, 8, 8))``. Every ``every``-th point per axis is
+    drawn, coloured by its output depth index, inside the [-1, 1]^3 cube of the input.
+    Returns the Figure."""
+    import torch
+
+    grids = list(grids)
+    titles = list(titles) if titles is not None else [None] * len(grids)
+    if not grids or len(titles) != len(grids):
+        raise ValueError(f"grids/titles: expected one title per grid and at least one grid, "
+                         f"got {len(grids)} grids and {len(titles)} titles")
+    fig = _figure(size * len(grids), size)
+    for k, (grid, title) in enumerate(zip(grids, titles, strict=True)):
+        g = torch.as_tensor(grid).detach().float().cpu()
+        if g.dim() != 4 or g.shape[-1] != 3:
+            raise ValueError(f"grids[{k}]: expected shape (D, H, W, 3), got {tuple(g.shape)}")
+        g = g[::every, ::every, ::every]
+        depth = torch.arange(g.shape[0]).view(-1, 1, 1).expand(g.shape[:3])
+        ax = fig.add_subplot(1, len(grids), k + 1, projection="3d")
+        pts = g.reshape(-1, 3).numpy()
+        ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=depth.reshape(-1).numpy(),
+                   cmap="viridis", s=6, depthshade=False)
+        edges = [(-1, 1)] * 3
+        for a in (-1, 1):  # the input volume's cube, as a wire frame
+            for b in (-1, 1):
+                ax.plot(edges[0], [a, a], [b, b], color="0.6", lw=0.6)
+                ax.plot([a, a], edges[1], [b, b], color="0.6", lw=0.6)
+                ax.plot([a, a], [b, b], edges[2], color="0.6", lw=0.6)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.set_zlabel("z")
+        ax.tick_params(labelsize=6)
+        if title:
+            ax.set_title(title, fontsize=9)
+    return fig
+
+
+def volume_slices(volume, n: int = 8, title: str | None = None, size: float = 1.1):
+    """``n`` evenly spaced depth slices (z = const) of one volume ``(D, H, W)`` or
+    ``(1, D, H, W)``, side by side, each titled with its index. Returns the Figure."""
+    vol = _volume(volume)
+    depth = vol.shape[0]
+    n = max(1, min(int(n), depth))
+    index = [round(i * (depth - 1) / max(n - 1, 1)) for i in range(n)]
+    fig = _figure(size * n, size + (0.45 if title else 0.25))
+    for ax, z in zip(fig.subplots(1, n, squeeze=False)[0], index, strict=True):
+        _gray(ax, vol[z], f"z={z}", vmin=0.0, vmax=max(float(vol.max()), 1e-6))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def mip_before_after(before, after, titles=None, size: float = 1.2):
+    """Maximum-intensity projections of volumes before and after a transform.
+
+    ``before`` and ``after``: ``(N, 1, D, H, W)`` (the sizes may differ, e.g. 32^3 in and
+    16^3 out). One row per volume; the columns show the brightest voxel along z, y and x
+    (front, top and side views) for ``before``, then for ``after``. ``titles``: one str
+    per row, shown on the left (optional). Returns the Figure."""
+    import torch
+
+    before, after = torch.as_tensor(before).detach(), torch.as_tensor(after).detach()
+    if before.dim() != 5 or after.dim() != 5 or len(before) != len(after):
+        raise ValueError(f"before/after: expected two (N, 1, D, H, W) tensors with the same "
+                         f"N, got {tuple(before.shape)} and {tuple(after.shape)}")
+    n = len(before)
+    titles = list(titles) if titles is not None else [None] * n
+    if len(titles) != n:
+        raise ValueError(f"titles: expected {n} titles (one per row), got {len(titles)}")
+    views = [("front\n(max over z)", 0), ("top\n(max over y)", 1), ("side\n(max over x)", 2)]
+    fig = _figure(size * 6 + 0.4, size * n + 0.7)
+    axes = fig.subplots(n, 6, squeeze=False)
+    for row in range(n):
+        for col, (vols, name) in enumerate([(before, "input"), (after, "output")]):
+            vol = _volume(vols[row])
+            for k, (view, axis) in enumerate(views):
+                ax = axes[row, 3 * col + k]
+                _gray(ax, vol.amax(dim=axis), f"{name}: {view}" if row == 0 else None,
+                      vmin=0.0, vmax=1.0)
+                ax.title.set_fontsize(7)
+        if titles[row]:
+            axes[row, 0].set_ylabel(titles[row], fontsize=8)
+    return fig
