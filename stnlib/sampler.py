@@ -40,6 +40,7 @@ import itertools
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "apply_padding",
@@ -257,6 +258,7 @@ class _LinearInterpolation(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # a second derivative through this is not implemented
     def backward(ctx, grad_out):
         image, base, *fracs = ctx.saved_tensors
         factors = weight_factors(fracs)
@@ -293,6 +295,7 @@ class _NearestRead(torch.autograd.Function):
         return _read(image, base, 0)
 
     @staticmethod
+    @once_differentiable  # a second derivative through this is not implemented
     def backward(ctx, grad_out):
         (base,) = ctx.saved_tensors
         grad_image = None

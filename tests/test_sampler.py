@@ -281,3 +281,14 @@ def test_flat_index_stays_exact_beyond_float32_integers():
     coords = [torch.tensor([[4998.0]]), torch.tensor([[4998.0]])]
     base, _ = sampler.corner_indices(coords, [5000, 5000])
     assert base.item() == (4998 + sampler.PAD_LOW) * 5000 + 4998 + sampler.PAD_LOW
+
+
+def test_second_derivative_is_refused_not_wrong():
+    """The hand-written backward is once-differentiable: asking for a second derivative
+    raises instead of silently returning a wrong one."""
+    x, grid = _random_case((4, 5), (3, 3), torch.float64, seed=5)
+    grid.requires_grad_()
+    weights = torch.rand(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad((grid_sample(x, grid) * weights).sum(), grid, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
