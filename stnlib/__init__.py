@@ -5,6 +5,7 @@ generator and sampler mirror ``torch.nn.functional.affine_grid`` / ``grid_sample
 (same signatures, same results), so a learner can swap one for the other.
 """
 
+from stnlib import affine  # the helpers: rotation_2d, compose, pixel_to_normalized, ...
 from stnlib.affine import pixel_matrix_from_theta, theta_from_pixel_matrix
 from stnlib.checkpoint import load_checkpoint
 from stnlib.fastmode import FAST, fast_mode
@@ -23,3 +24,4 @@ __all__ = ["FAST", "fast_mode", "__version__", "affine_grid", "grid_sample",
            "theta_from_pixel_matrix", "pixel_matrix_from_theta", "projective_grid", "tps_grid",
            "load_checkpoint", "LocalizationNet", "SpatialTransformer", "CNN", "STCNN"]
 __all__ += ["CNN3d", "STCNN3d", "LocalizationNet3d", "SpatialTransformer3d"]
+__all__ += ["affine"]

@@ -106,6 +106,13 @@ def test_identity_theta():
         A.identity_theta(1, dim=4)
 
 
+def test_affine_module_is_exported():
+    import stnlib
+
+    assert stnlib.affine is A and "affine" in stnlib.__all__
+    assert stnlib.theta_from_pixel_matrix is A.theta_from_pixel_matrix
+
+
 def test_helpers_are_differentiable():
     angle = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
     scale = torch.tensor([1.5], dtype=torch.float64, requires_grad=True)
