@@ -162,9 +162,9 @@ def corner_indices(
     fracs = []
     for coord, stride in zip(coords, strides, strict=True):
         # nan_to_num: a NaN coordinate must still give a valid index (its output is NaN)
-        low = coord.floor().nan_to_num_(nan=-1.0)
+        low = coord.detach().floor().nan_to_num_(nan=-1.0)
         base.add_(low, alpha=stride)
-        fracs.append(torch.sub(coord, low, out=low))  # frac = coord - floor, in low's memory
+        fracs.append(coord - low)
     return base.long(), fracs
 
 

@@ -292,3 +292,11 @@ def test_second_derivative_is_refused_not_wrong():
     (g,) = torch.autograd.grad((grid_sample(x, grid) * weights).sum(), grid, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         g.sum().backward()
+
+
+def test_corner_indices_is_differentiable_in_the_fraction():
+    """Used on its own (as in the notebook), frac = coord - floor(coord) has slope 1."""
+    coord = torch.tensor([[1.25, -0.5]], requires_grad=True)
+    _, (frac,) = sampler.corner_indices([coord], [8])
+    frac.sum().backward()
+    assert coord.grad.tolist() == [[1.0, 1.0]]
