@@ -12,7 +12,8 @@ five named steps a learner can read one at a time:
 4. :func:`corner_weights` - bilinear weights ``(1 - fx)(1 - fy)``, ``fx (1 - fy)``, ... (in
    3D eight trilinear weights, built from :func:`weight_factors`), which sum to 1.
 5. combine - ``output = sum over corners of weight * input[corner]``
-   (:class:`_LinearInterpolation`), with the backward pass written by hand: the gradient
+   (:class:`_LinearInterpolation`; it computes that sum as nested linear interpolations,
+   along x, then y, then z), with the backward pass written by hand: the gradient
    for the input scatters ``weight * grad_output`` back to the corners, the gradient for
    the grid is how the output changes when a weight changes.
 
@@ -247,17 +248,17 @@ class _LinearInterpolation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, image, padded_sizes, *coords):
         base, fracs = corner_indices(list(coords), padded_sizes)
-        factors = weight_factors(fracs)
         ctx.save_for_backward(image, base, *fracs)
         ctx.corners = corner_offsets(padded_sizes)
-        # each corner's weight and values go into reused buffers: fewer allocations
-        out = weight = value = None
-        for bits, offset in ctx.corners:
-            weight = corner_weights(factors, bits, out=weight).unsqueeze(1)
-            value = _read(image, base, offset, out=value)
-            out = value.mul(weight) if out is None else out.addcmul_(value, weight)
-            weight = weight.squeeze(1)
-        return out
+        values = [_read(image, base, offset) for _, offset in ctx.corners]
+        # sum of corner_weights * values, as nested linear interpolations: first along x
+        # between each pair of corners (near, far), then along y (then z); in 2D that is
+        # lerp(lerp(v00, v10, fx), lerp(v01, v11, fx), fy): 3 operations instead of 8
+        for frac in fracs:
+            weight = frac.unsqueeze(1)  # (N, 1, P), broadcast over channels
+            pairs = zip(values[0::2], values[1::2], strict=True)
+            values = [near.lerp_(far, weight) for near, far in pairs]  # near + w * (far - near)
+        return values[0]
 
     @staticmethod
     @once_differentiable  # a second derivative through this is not implemented
