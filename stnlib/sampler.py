@@ -26,10 +26,11 @@ cheap); steps 3-5 are one ``torch.autograd.Function``.
 Speed: every step above is a separate pass over memory (and, unless done in place, a new
 tensor), while torch's native kernel does all of it in one loop per output pixel. That is
 what limits this code: ``python -m stnlib bench sampler`` measures forward+backward at
-roughly 3-4x native for 2D batches and about 1.6x for 3D on one CPU thread, and
-``torch.compile(grid_sample)``, which fuses the passes, brings 2D to about 2.4x. A good
-part of the rest is the operating system handing out fresh memory pages for the
-temporaries. ``sampler="torch"`` in the models is the fast path.
+roughly 3-4x native for 2D batches and about 1.6x for 3D on one CPU thread.
+``torch.compile(grid_sample)`` brought the 256x1x28x28 case to about 2.5x but did not help
+the other shapes in our runs. A good part of the cost is the operating system handing
+out fresh memory pages for the temporaries. ``sampler="torch"`` in the models is the
+fast path.
 
 Conventions match torch exactly (see :mod:`stnlib.affine` for ``align_corners``); where
 the gradient has a kink torch's choice is kept: the derivative of bilinear weights at an
