@@ -63,22 +63,25 @@ def pipeline_diagram():
     ax.set_xlim(0, 10)
     ax.set_ylim(0, 3)
     ax.axis("off")
-    boxes = {
-        "U": (0.1, 0.9, "input U\n(N, C, H, W)", "#dddddd"),
-        "loc": (1.9, 1.7, "localization net\nf_loc(U)", "#cfe2f3"),
-        "theta": (4.0, 1.7, "theta\n(N, 2, 3)", "#fff2cc"),
-        "grid": (5.6, 1.7, "grid generator\nT_theta(G)", "#d9ead3"),
-        "sampler": (5.6, 0.2, "sampler\nbilinear", "#f4cccc"),
-        "V": (8.2, 0.2, "output V\n(N, C, H', W')", "#dddddd"),
+    boxes = {  # name: (centre x, centre y, text, colour)
+        "U": (0.8, 1.4, "input U\n(N, C, H, W)", "#dddddd"),
+        "loc": (2.7, 2.3, "localization net\nf_loc(U)", "#cfe2f3"),
+        "theta": (4.7, 2.3, "theta\n(N, 2, 3)", "#fff2cc"),
+        "grid": (6.7, 2.3, "grid generator\nT_theta(G)", "#d9ead3"),
+        "sampler": (6.7, 0.6, "sampler\nbilinear", "#f4cccc"),
+        "V": (9.0, 0.6, "output V\n(N, C, H', W')", "#dddddd"),
     }
-    for x, y, text, color in boxes.values():
-        ax.text(x + 0.7, y + 0.45, text, ha="center", va="center", fontsize=9,
-                bbox={"boxstyle": "round,pad=0.4", "fc": color, "ec": "#555555"})
-    arrows = [((1.25, 1.55), (1.95, 2.1)), ((3.35, 2.15), (3.95, 2.15)),
-              ((4.95, 2.15), (5.55, 2.15)), ((6.3, 1.75), (6.3, 1.3)),
-              ((1.45, 1.2), (5.55, 0.65)), ((7.05, 0.65), (8.15, 0.65))]
-    for start, end in arrows:
-        ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "lw": 1.4})
+    texts = {
+        name: ax.text(x, y, text, ha="center", va="center", fontsize=9,
+                      bbox={"boxstyle": "round,pad=0.4", "fc": color, "ec": "#555555"})
+        for name, (x, y, text, color) in boxes.items()
+    }
+    arrows = [("U", (1, 0.8), "loc", (0, 0.5)), ("loc", (1, 0.5), "theta", (0, 0.5)),
+              ("theta", (1, 0.5), "grid", (0, 0.5)), ("grid", (0.5, 0), "sampler", (0.5, 1)),
+              ("U", (1, 0.2), "sampler", (0, 0.5)), ("sampler", (1, 0.5), "V", (0, 0.5))]
+    for start, start_at, end, end_at in arrows:
+        ax.annotate("", xy=end_at, xycoords=texts[end], xytext=start_at,
+                    textcoords=texts[start], arrowprops={"arrowstyle": "->", "lw": 1.4})
     ax.text(5.0, 2.9, "spatial transformer (differentiable end to end)", ha="center",
             fontsize=10, style="italic")
     return fig
@@ -455,6 +458,34 @@ def accuracy_vs_rotation_figure(degrees, accuracies):
     ax.set(xlabel="rotation of the test digits (degrees)", ylabel="test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Notebook 00: how one model's accuracy falls off under each kind of transform.
+# ---------------------------------------------------------------------------
+
+
+def invariance_figure(curves, chance: float = 0.1):
+    """Test accuracy of ONE model as the test digits are transformed, one panel per kind
+    of transform. ``curves``: ``{x label: (x values, accuracies in [0, 1])}``, e.g.
+    ``{"rotation (degrees)": (angles, accs), "scale": (scales, accs)}``; the dotted line is
+    ``chance``. (For several models against rotation see :func:`accuracy_vs_rotation_figure`.)
+    """
+    curves = dict(curves)
+    if not curves:
+        raise ValueError("curves: expected at least one {label: (xs, accuracies)} entry")
+    fig = _figure(3.2 * len(curves), 2.9)
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (label, (xs, accs)) in zip(axes, curves.items(), strict=True):
+        xs, accs = list(xs), list(accs)
+        if len(xs) != len(accs):
+            raise ValueError(f"curves[{label!r}]: {len(xs)} x values but {len(accs)} accuracies")
+        ax.plot(xs, [100 * a for a in accs], marker="o", color="tab:blue")
+        ax.axhline(100 * chance, color="gray", ls=":", lw=1)
+        ax.set(xlabel=label, ylim=(0, 102))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
     return fig
 
 

@@ -115,3 +115,19 @@ def test_subgradient_and_theta_gradient_figures(digit):
     fig = viz.theta_gradient_figure(digit, torch.randn(12, 12, 2), torch.randn(2, 3))
     assert len(fig.axes) == 2 and len(fig.axes[1].patches) == 6  # six theta bars
     _render(fig)
+
+
+def test_invariance_figure_one_panel_per_transform():
+    fig = viz.invariance_figure({"rotation (degrees)": ([-90, 0, 90], [0.2, 0.99, 0.2]),
+                                 "scale": ([0.5, 1.0], [0.4, 0.99])})
+    assert len(fig.axes) == 2
+    assert fig.axes[0].get_xlabel() == "rotation (degrees)"
+    assert list(fig.axes[0].lines[0].get_ydata()) == pytest.approx([20, 99, 20])
+    _render(fig)
+
+
+@pytest.mark.parametrize(("curves", "match"), [({}, "at least one"),
+                                               ({"scale": ([1, 2], [0.5])}, "accuracies")])
+def test_invariance_figure_bad_input(curves, match):
+    with pytest.raises(ValueError, match=match):
+        viz.invariance_figure(curves)
