@@ -11,6 +11,15 @@ from stnlib.localization import TRANSFORMS, LocalizationNet, params_to_theta
 from stnlib.models import CNN, STCNN, build_model, seeded_init
 from stnlib.transformer import SpatialTransformer
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """On a shared 2-core machine one torch thread avoids OpenMP stalls; restored after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 HAS_STNLIB_SAMPLER = importlib.util.find_spec("stnlib.sampler") is not None
 SAMPLERS = ["torch"] + (["stnlib"] if HAS_STNLIB_SAMPLER else [])
