@@ -29,7 +29,8 @@ from torch import nn
 from stnlib.models import Normalize, seeded_init
 from stnlib.transformer import SAMPLERS, geometry
 
-__all__ = ["CNN3d", "Classifier3d", "LocalizationNet3d", "STCNN3d", "SpatialTransformer3d"]
+__all__ = ["CNN3d", "Classifier3d", "LocalizationNet3d", "STCNN3d", "SpatialTransformer3d",
+           "params_to_theta_3d"]
 
 #: Mean and std of the posed digit volumes of :mod:`stnlib.volumes` (thickness 6 of 32).
 VOLUME_MEAN, VOLUME_STD = 0.02, 0.12
@@ -59,6 +60,33 @@ def _check_volume(model: nn.Module, input: torch.Tensor) -> None:
         )
 
 
+#: transform name -> identity values of the localization net's outputs
+TRANSFORMS_3D: dict[str, tuple[float, ...]] = {
+    "affine": tuple(torch.eye(3, 4).flatten().tolist()),  # the 12 entries of theta
+    "rigid": (0.0,) * 6,  # rotation vector (3) and translation (3)
+}
+
+
+def params_to_theta_3d(params: torch.Tensor, transform: str) -> torch.Tensor:
+    """theta (N, 3, 4) from the localization net's outputs ``params (N, P)``.
+
+    ``"affine"``: the 12 numbers are theta. ``"rigid"``: ``(r, t)``, a rotation vector
+    ``r`` (axis times angle in radians) and a translation ``t``; theta =
+    ``[exp(K(r)) | t]`` where ``K(r)`` is the cross-product matrix of ``r``, so theta is
+    always a proper rotation: the transformer can turn and move, never squash or zoom.
+    """
+    if transform not in TRANSFORMS_3D:
+        raise ValueError(f"transform must be one of {sorted(TRANSFORMS_3D)}, got {transform!r}")
+    n = params.shape[0]
+    if transform == "affine":
+        return params.view(n, 3, 4)
+    r, t = params[:, :3], params[:, 3:]
+    zero = torch.zeros_like(r[:, 0])
+    k = torch.stack([zero, -r[:, 2], r[:, 1], r[:, 2], zero, -r[:, 0],
+                     -r[:, 1], r[:, 0], zero], dim=1).view(n, 3, 3)
+    return torch.cat([torch.linalg.matrix_exp(k), t.unsqueeze(2)], dim=2)
+
+
 def _stage(cin: int, cout: int, batch_norm: bool) -> list[nn.Module]:
     """Conv3d 3x3x3 (same size) -> [BatchNorm3d] -> ReLU -> MaxPool3d 2."""
     norm = [nn.BatchNorm3d(cout)] if batch_norm else []
@@ -80,13 +108,20 @@ class LocalizationNet3d(nn.Module):
         channels: output channels of the conv stages.
         hidden: width of the hidden fully connected layer.
         pool: average-pooling factor applied first.
+        transform: ``"affine"`` (12 free numbers) or ``"rigid"`` (rotation + translation,
+            6 numbers), see :func:`params_to_theta_3d`.
 
     Shapes: ``forward(input (N, C, D, H, W)) -> theta (N, 3, 4)``.
     """
 
     def __init__(self, in_channels: int = 1, input_size: Sequence[int] | int = 32,
-                 channels: Sequence[int] = (16, 32), hidden: int = 64, pool: int = 4) -> None:
+                 channels: Sequence[int] = (16, 32), hidden: int = 64, pool: int = 4,
+                 transform: str = "affine") -> None:
         super().__init__()
+        if transform not in TRANSFORMS_3D:
+            raise ValueError(
+                f"transform must be one of {sorted(TRANSFORMS_3D)}, got {transform!r}")
+        self.transform = transform
         self.in_channels, self.input_size = int(in_channels), _size3(input_size, "input_size")
         channels = [int(c) for c in channels]
         reduce = int(pool) * 2 ** len(channels)
@@ -103,7 +138,8 @@ class LocalizationNet3d(nn.Module):
         for s in self.input_size:
             cells *= s // reduce
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * cells, hidden),
-                                  nn.ReLU(True), nn.Linear(hidden, 12))
+                                  nn.ReLU(True),
+                                  nn.Linear(hidden, len(TRANSFORMS_3D[transform])))
         self.reset_identity()
 
     def reset_identity(self) -> None:
@@ -111,11 +147,11 @@ class LocalizationNet3d(nn.Module):
         last = self.head[-1]
         with torch.no_grad():
             last.weight.zero_()
-            last.bias.copy_(torch.eye(3, 4).flatten())
+            last.bias.copy_(torch.tensor(TRANSFORMS_3D[self.transform]))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         _check_volume(self, input)
-        return self.head(self.features(input)).view(-1, 3, 4)
+        return params_to_theta_3d(self.head(self.features(input)), self.transform)
 
 
 class SpatialTransformer3d(nn.Module):
@@ -254,6 +290,7 @@ class STCNN3d(nn.Module):
         in_channels, num_classes, input_size, downsample, channels, hidden, batch_norm,
             mean, std: as in :class:`CNN3d`.
         sampler: ``"stnlib"`` (from scratch) or ``"torch"``.
+        transform: ``"affine"`` or ``"rigid"``, see :class:`LocalizationNet3d`.
         loc_channels, loc_hidden, loc_pool: of the :class:`LocalizationNet3d`.
         seed: seed of the initial weights.
 
@@ -265,8 +302,9 @@ class STCNN3d(nn.Module):
                  input_size: Sequence[int] | int = 32, downsample: int = 2,
                  channels: Sequence[int] = (16, 32, 64), hidden: int = 128,
                  batch_norm: bool = True, mean: float = VOLUME_MEAN, std: float = VOLUME_STD,
-                 sampler: str = "stnlib", loc_channels: Sequence[int] = (16, 32),
-                 loc_hidden: int = 64, loc_pool: int = 4, seed: int | None = 0) -> None:
+                 sampler: str = "stnlib", transform: str = "affine",
+                 loc_channels: Sequence[int] = (16, 32), loc_hidden: int = 64,
+                 loc_pool: int = 4, seed: int | None = 0) -> None:
         super().__init__()
         self.in_channels, self.input_size = int(in_channels), _size3(input_size, "input_size")
         if any(s % downsample for s in self.input_size):
@@ -278,13 +316,14 @@ class STCNN3d(nn.Module):
                            input_size=list(self.input_size), downsample=int(downsample),
                            channels=[int(c) for c in channels], hidden=int(hidden),
                            batch_norm=bool(batch_norm), mean=float(mean), std=float(std),
-                           sampler=sampler, loc_channels=[int(c) for c in loc_channels],
+                           sampler=sampler, transform=transform,
+                           loc_channels=[int(c) for c in loc_channels],
                            loc_hidden=int(loc_hidden), loc_pool=int(loc_pool), seed=seed)
         with seeded_init(seed):
             self.classifier = Classifier3d(in_channels, num_classes, out_size, channels,
                                            hidden, batch_norm, mean, std)
             localization = LocalizationNet3d(in_channels, self.input_size, loc_channels,
-                                             loc_hidden, loc_pool)
+                                             loc_hidden, loc_pool, transform)
             self.transformer = SpatialTransformer3d(in_channels, self.input_size, out_size,
                                                     sampler, localization=localization)
 
