@@ -279,6 +279,8 @@ def fit(
         channels_last: feed 2D image batches in channels-last memory format (and convert
             the model): a large speed-up for convolutions on CPU. Ignored for volumes.
         threads: torch threads during the run (restored after); None keeps the current.
+            On a machine whose cores are busy with other work, ``threads=1`` can be many
+            times faster than torch's default (its OpenMP threads wait for each other).
         deterministic: ``torch.use_deterministic_algorithms(True, warn_only=True)`` during
             the run (restored after).
 
