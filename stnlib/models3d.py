@@ -351,13 +351,16 @@ def lesson_settings(fast: bool | None = None) -> dict:
 
     Full mode trains each model in about two minutes on a 2-core CPU; fast mode
     (``stnlib.fast_mode()``, set by ``make test``) takes a small subset and one epoch
-    through the same code. Returns ``dict(n_train, n_test, max_angle, fit=dict(...))``.
+    through the same code. Returns ``dict(n_train, n_test, max_angle, model=dict(...),
+    fit=dict(...))``: ``model`` holds the :class:`STCNN3d` arguments (the :class:`CNN3d`
+    uses the same ``channels``), ``fit`` those of :func:`stnlib.train.fit`.
     """
     from stnlib.fastmode import fast_mode
 
     fast = fast_mode() if fast is None else bool(fast)
+    model = dict(channels=(8, 16, 32), transform="affine", loc_pool=4)
     if fast:
-        return dict(n_train=256, n_test=128, max_angle=90.0,
+        return dict(n_train=256, n_test=128, max_angle=90.0, model=model,
                     fit=dict(epochs=1, batch_size=32, lr=3e-3, seed=0))
-    return dict(n_train=6000, n_test=1000, max_angle=90.0,
+    return dict(n_train=6000, n_test=1000, max_angle=90.0, model=model,
                 fit=dict(epochs=3, batch_size=64, lr=3e-3, seed=0))
