@@ -321,13 +321,13 @@ def table1_figure(results, columns=("R", "RTS", "P", "E", "TC")):
     import numpy as np
 
     done = [(c, r) for c, r in results["cells"].items() if r.get("status") == "done"]
-    fig = _figure(max(4.0, 0.55 * len(done) + 1.5), 3.0)
+    fig = _figure(min(11.0, max(4.0, 0.3 * len(done) + 1.5)), 3.2)
     ax = fig.subplots()
     x = np.arange(len(done))
     ax.bar(x - 0.2, [r["error_pct"] for _, r in done], 0.4, label="ours", color="tab:blue")
     ax.bar(x + 0.2, [r["paper_error_pct"] for _, r in done], 0.4, label="paper",
            color="tab:gray")
-    ax.set_xticks(x, [c for c, _ in done], rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(x, [c for c, _ in done], rotation=70, ha="right", fontsize=6)
     ax.set_ylabel("% test error")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
