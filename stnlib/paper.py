@@ -352,14 +352,15 @@ def markdown_table(results: dict[str, Any]) -> str:
                      + " | ".join(entry(f"{model}/{v}") for v in COLUMNS) + " |")
     lines += ["", "Paper: SGD, 150,000 steps of batch 256 (640 epochs). Ours: the budget below, "
               "on a 2-core CPU shared with other jobs (wall times include that contention).", "",
-              "| cell | error % | paper % | epochs | steps | batch | optimizer | lr | seed | "
-              "sampler | train s | test images |", "|---|" + "---|" * 11]
+              "| cell | error % | paper % | train images | epochs | steps | batch | optimizer | "
+              "lr | seed | sampler | train s | test images |", "|---|" + "---|" * 12]
     for cell in CELLS:
         r = cells.get(cell, {})
         if r.get("status") != "done":
             continue
         lines.append(
-            f"| {cell} | {r['error_pct']:.2f} | {r['paper_error_pct']} | {r['epochs']} | "
+            f"| {cell} | {r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
+            f"{r['epochs']} | "
             f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']} | {r['lr']} | "
             f"{r['seed']} | {r['sampler']} | {r['train_s']:.0f} | {r['test_images']} |")
     return "\n".join(lines) + "\n"
