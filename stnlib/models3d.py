@@ -349,7 +349,7 @@ class STCNN3d(nn.Module):
 def lesson_settings(fast: bool | None = None) -> dict:
     """Dataset size and :func:`stnlib.train.fit` settings of notebook 07.
 
-    Full mode trains each model in about two minutes on a 2-core CPU; fast mode
+    Full mode trains each model in two to three minutes on a 2-core CPU; fast mode
     (``stnlib.fast_mode()``, set by ``make test``) takes a small subset and one epoch
     through the same code. Returns ``dict(n_train, n_test, max_angle, model=dict(...),
     fit=dict(...))``: ``model`` holds the :class:`STCNN3d` arguments (the :class:`CNN3d`
