@@ -349,7 +349,7 @@ class STCNN3d(nn.Module):
 def lesson_settings(fast: bool | None = None) -> dict:
     """Dataset size and :func:`stnlib.train.fit` settings of notebook 07.
 
-    Full mode trains each model in two to three minutes on a 2-core CPU; fast mode
+    Full mode trains each model in one to two minutes on an idle 2-core CPU; fast mode
     (``stnlib.fast_mode()``, set by ``make test``) takes a small subset and one epoch
     through the same code. Returns ``dict(n_train, n_test, max_angle, model=dict(...),
     fit=dict(...))``: ``model`` holds the :class:`STCNN3d` arguments (the :class:`CNN3d`
@@ -363,4 +363,4 @@ def lesson_settings(fast: bool | None = None) -> dict:
         return dict(n_train=256, n_test=128, max_angle=90.0, model=model,
                     fit=dict(epochs=1, batch_size=32, lr=3e-3, seed=0))
     return dict(n_train=6000, n_test=1000, max_angle=90.0, model=model,
-                fit=dict(epochs=3, batch_size=64, lr=3e-3, seed=0))
+                fit=dict(epochs=12, batch_size=64, lr=3e-3, seed=0))
