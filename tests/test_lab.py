@@ -30,7 +30,8 @@ def test_jupyter_lab_serves_the_notebooks(tmp_path):
     jupyter = str(Path(sys.executable).parent / "jupyter")
     server = subprocess.Popen(
         [jupyter, "lab", "notebooks/", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.open_browser=False", "--allow-root"],
+         "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.open_browser=False",
+         "--allow-root"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)},
     )

@@ -1,12 +1,13 @@
-"""The course's set-up promises: two commands, one URL, conda == pip, CI runs the README's command."""
+"""The course's set-up promises: two commands, conda == pip, CI runs the README's command."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 
