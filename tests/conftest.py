@@ -4,6 +4,7 @@ which skips (saying how to provide the files) when MNIST can be neither found no
 from __future__ import annotations
 
 import pytest
+import torch
 
 from stnlib.data import MNISTNotFoundError, load_mnist
 
@@ -24,3 +25,13 @@ def mnist(mnist_arrays):
 
     train_images, train_labels, test_images, test_labels = mnist_arrays
     return ImageSet(train_images, train_labels), ImageSet(test_images, test_labels)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread per test: on a busy 2-core machine, OpenMP threads that wait for each
+    other stall tests by orders of magnitude. Restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

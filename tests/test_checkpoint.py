@@ -19,15 +19,6 @@ from stnlib.checkpoint import (
 from stnlib.models import CNN, STCNN
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """On a shared 2-core machine one torch thread avoids OpenMP stalls; restored after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class Tiny(nn.Module):
     """A model defined outside stnlib.models: loads through the same function."""
 

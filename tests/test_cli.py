@@ -6,19 +6,9 @@ import argparse
 import json
 
 import pytest
-import torch
 
 import stnlib.__main__
 import stnlib.train
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """On a shared 2-core machine one torch thread avoids OpenMP stalls; restored after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def main(argv: list[str]) -> int:

@@ -16,15 +16,6 @@ from stnlib.data import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """On a shared 2-core machine one torch thread avoids OpenMP stalls; restored after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _set(n=10, size=8) -> ImageSet:
     images = torch.arange(n * size * size, dtype=torch.int64).remainder(256).to(torch.uint8)
     return ImageSet(images.view(n, size, size), torch.arange(n) % 3)

@@ -22,15 +22,6 @@ from stnlib.train import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """On a shared 2-core machine one torch thread avoids OpenMP stalls; restored after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def blobs(n: int = 256, size: int = 16, seed: int = 0) -> ImageSet:
     """4 classes: a bright 5x5 square in one of the four quadrants, on faint noise."""
     gen = torch.Generator().manual_seed(seed)

@@ -11,15 +11,6 @@ from stnlib.models import CNN
 from stnlib.train import History, rotation_sweep
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """On a shared 2-core machine one torch thread avoids OpenMP stalls; restored after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_transformed_digits_figure():
     x = torch.rand(5, 1, 28, 28)
     fig = viz.transformed_digits_figure(x, x.flip(-1), labels=torch.arange(5), n=4)
