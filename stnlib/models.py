@@ -28,7 +28,7 @@ import contextlib
 import torch
 from torch import nn
 
-from stnlib.transformer import SpatialTransformer
+from stnlib.transformer import SpatialTransformer, check_sampler
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -167,8 +167,7 @@ class STCNN(nn.Module):
     @sampler.setter
     def sampler(self, value: str) -> None:
         """Switch between the from-scratch and the torch sampler (same weights, same math)."""
-        if value not in ("stnlib", "torch"):
-            raise ValueError(f"sampler must be 'stnlib' or 'torch', got {value!r}")
+        check_sampler(value)
         self.transformer.sampler = value
         self.config["sampler"] = value
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from stnlib.models import Normalize, seeded_init
-from stnlib.transformer import SAMPLERS, geometry
+from stnlib.transformer import check_sampler, geometry
 
 __all__ = ["CNN3d", "Classifier3d", "LocalizationNet3d", "STCNN3d", "SpatialTransformer3d",
            "params_to_theta_3d"]
@@ -176,8 +176,7 @@ class SpatialTransformer3d(nn.Module):
                  align_corners: bool = False, mode: str = "bilinear",
                  padding_mode: str = "zeros", localization: nn.Module | None = None) -> None:
         super().__init__()
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        check_sampler(sampler)
         self.in_channels, self.input_size = int(in_channels), _size3(input_size, "input_size")
         self.output_size = _size3(output_size if output_size is not None else input_size,
                                   "output_size")
@@ -334,8 +333,7 @@ class STCNN3d(nn.Module):
     @sampler.setter
     def sampler(self, value: str) -> None:
         """Switch between the from-scratch and the torch sampler (same weights, same math)."""
-        if value not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {value!r}")
+        check_sampler(value)
         self.transformer.sampler = value
         self.config["sampler"] = value
 

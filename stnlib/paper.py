@@ -50,11 +50,11 @@ from stnlib.grid import affine_grid
 from stnlib.models import seeded_init
 from stnlib.projective import PROJECTIVE_IDENTITY, projective_grid
 from stnlib.tps import tps_control_points, tps_grid
+from stnlib.transformer import SAMPLERS, check_sampler
 
 #: transformer kind -> number of parameters the localisation network predicts.
 TRANSFORMERS: dict[str, int] = {"aff": 6, "proj": 8, "tps": 32}
 CLASSIFIERS: tuple[str, ...] = ("fcn", "cnn")
-SAMPLERS: tuple[str, ...] = ("stnlib", "torch")
 
 # MNIST pixel statistics, applied after the sampler.
 _MEAN, _STD = 0.1307, 0.3081
@@ -149,8 +149,7 @@ class PaperNet(nn.Module):
         if transformer is not None and transformer not in TRANSFORMERS:
             raise ValueError(f"transformer must be None or one of {tuple(TRANSFORMERS)}, "
                              f"got {transformer!r}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        check_sampler(sampler)
         if int(input_size) < 28 or int(output_size) < 28:
             raise ValueError(f"input_size and output_size must be >= 28 pixels, got "
                              f"{input_size} and {output_size}")

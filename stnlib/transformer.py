@@ -19,16 +19,21 @@ SAMPLERS = ("stnlib", "torch")
 
 def geometry(sampler: str):
     """``(affine_grid, grid_sample)`` for ``sampler="stnlib"`` (from scratch) or ``"torch"``."""
-    if sampler == "stnlib":
+    if check_sampler(sampler) == "stnlib":
         from stnlib.grid import affine_grid
         from stnlib.sampler import grid_sample
 
         return affine_grid, grid_sample
-    if sampler == "torch":
-        import torch.nn.functional as F
+    import torch.nn.functional as F
 
-        return F.affine_grid, F.grid_sample
-    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    return F.affine_grid, F.grid_sample
+
+
+def check_sampler(sampler: str) -> str:
+    """``sampler`` if it is one of :data:`SAMPLERS`, else a ValueError naming the choices."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    return sampler
 
 
 class SpatialTransformer(nn.Module):
@@ -63,8 +68,7 @@ class SpatialTransformer(nn.Module):
         localization: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        check_sampler(sampler)
         self.in_channels = int(in_channels)
         self.input_size = tuple(int(s) for s in input_size)
         self.output_size = tuple(int(s) for s in (output_size or input_size))
