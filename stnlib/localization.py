@@ -33,6 +33,30 @@ TRANSFORMS: dict[str, tuple[float, ...]] = {
 }
 
 
+def identity_init_(layer: nn.Linear, identity: torch.Tensor | tuple[float, ...]) -> nn.Linear:
+    """Start a localization net's last layer at the identity warp, in place.
+
+    Zero weights make the output independent of the input, and the bias holds the
+    identity values, so every image gets the identity warp at initialisation. The
+    gradient with respect to the weights is not zero, so training moves away from it.
+
+    Args:
+        layer: the last ``nn.Linear(hidden, P)``.
+        identity: the P identity values (a tensor or a tuple of floats).
+
+    Returns:
+        the same layer.
+    """
+    identity = torch.as_tensor(identity, dtype=layer.bias.dtype).reshape(-1)
+    if identity.numel() != layer.out_features:
+        raise ValueError(f"identity has {identity.numel()} values but the layer has "
+                         f"{layer.out_features} outputs")
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.copy_(identity)
+    return layer
+
+
 def check_transform(transform: str) -> str:
     if transform not in TRANSFORMS:
         raise ValueError(
@@ -108,10 +132,7 @@ class LocalizationNet(nn.Module):
 
     def reset_identity(self) -> None:
         """Zero the last layer's weights and set its bias to the identity transform."""
-        last = self.head[-1]
-        with torch.no_grad():
-            last.weight.zero_()
-            last.bias.copy_(torch.tensor(TRANSFORMS[self.transform]))
+        identity_init_(self.head[-1], TRANSFORMS[self.transform])
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.ndim != 4 or tuple(input.shape[1:]) != (self.in_channels, *self.input_size):

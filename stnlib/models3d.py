@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from stnlib.localization import identity_init_
 from stnlib.models import Normalize, seeded_init
 from stnlib.transformer import check_sampler, geometry
 
@@ -144,10 +145,7 @@ class LocalizationNet3d(nn.Module):
 
     def reset_identity(self) -> None:
         """Zero the last layer's weights and set its bias to the identity theta."""
-        last = self.head[-1]
-        with torch.no_grad():
-            last.weight.zero_()
-            last.bias.copy_(torch.tensor(TRANSFORMS_3D[self.transform]))
+        identity_init_(self.head[-1], TRANSFORMS_3D[self.transform])
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         _check_volume(self, input)

@@ -47,6 +47,7 @@ from torch import nn
 
 from stnlib.checkpoint import atomic_write_text
 from stnlib.grid import affine_grid
+from stnlib.localization import identity_init_
 from stnlib.models import seeded_init
 from stnlib.projective import PROJECTIVE_IDENTITY, projective_grid
 from stnlib.tps import tps_control_points, tps_grid
@@ -164,10 +165,7 @@ class PaperNet(nn.Module):
             if transformer:
                 self.localisation = _localisation(classifier, self.input_size,
                                                   TRANSFORMERS[transformer])
-                last = self.localisation[-1]
-                with torch.no_grad():
-                    last.weight.zero_()
-                    last.bias.copy_(identity_params(transformer))
+                identity_init_(self.localisation[-1], identity_params(transformer))
             self.classifier = _fcn(side, 64, 10) if classifier == "fcn" else _cnn(side, 10)
 
     def _check(self, input: torch.Tensor) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stnlib.localization import TRANSFORMS, LocalizationNet, params_to_theta
+from stnlib.localization import TRANSFORMS, LocalizationNet, identity_init_, params_to_theta
 from stnlib.models import CNN, STCNN, build_model, seeded_init
 from stnlib.transformer import SpatialTransformer
 
@@ -20,6 +20,16 @@ def test_localization_identity_at_init_for_any_size(size, transform):
     theta = net(torch.rand(3, 1, *size))
     assert theta.shape == (3, 2, 3)
     torch.testing.assert_close(theta, IDENTITY.expand(3, 2, 3), rtol=0, atol=1e-7)
+
+
+def test_identity_init_outputs_the_identity_and_still_learns():
+    layer = identity_init_(torch.nn.Linear(5, 3), (1.0, 0.0, 2.0))
+    out = layer(torch.randn(4, 5))
+    torch.testing.assert_close(out, torch.tensor([1.0, 0.0, 2.0]).expand(4, 3), rtol=0, atol=0)
+    out.pow(2).sum().backward()
+    assert layer.weight.grad.abs().sum() > 0  # zero weights, but not a dead layer
+    with pytest.raises(ValueError, match="2 values but the layer has 3 outputs"):
+        identity_init_(torch.nn.Linear(5, 3), (1.0, 0.0))
 
 
 def test_localization_rejects_small_or_mismatched_input():
