@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stnlib-installed
 
-.PHONY: lab test install lint sync-urls clean
+.PHONY: lab test install lint notebooks sync-urls clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Re-execute every notebook in full mode (not fast mode) and save its outputs, as committed.
+# Progress prints one line per epoch, so the saved outputs read well on GitHub.
+notebooks: $(STAMP)
+	env -u STNLIB_FAST STNLIB_PROGRESS=lines $(BIN)/jupyter nbconvert --to notebook --execute \
+		--inplace --ExecutePreprocessor.timeout=3600 $(or $(NB),notebooks/*.ipynb)
 
 # After changing [project.urls] Repository in pyproject.toml.
 sync-urls: $(STAMP)

@@ -99,7 +99,8 @@ class CNN(nn.Module):
                            std=float(std), seed=seed)
         height, width = (((s - 4) // 2 - 4) // 2 for s in self.input_size)
         if height < 1 or width < 1:
-            raise ValueError(f"input_size must be at least (12, 12), got {input_size}")
+            raise ValueError(f"input_size must be at least (16, 16) for the two 5x5 conv + 2x2 "
+                             f"pool stages, got {input_size}")
 
         def stage(cin: int, cout: int) -> list[nn.Module]:
             # pooling first: max-pool commutes with ReLU, and normalising a quarter of the

@@ -370,7 +370,8 @@ def save_results(results: dict[str, Any], results_dir: str | Path) -> None:
     atomic_write_text(markdown_table(results), md_path)
 
 
-def run_cell(cell: str, budget: Budget, results_dir: str | Path, *, progress: bool = True,
+def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
+             progress: bool | str = True,
              keep_checkpoint: bool = False) -> dict[str, Any]:
     """Train and evaluate one cell; returns its record (not yet written to table1.json).
 
@@ -420,7 +421,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *, progress: bo
 
 
 def run(cells: list[str], budget: Budget, results_dir: str | Path, *, force: bool = False,
-        progress: bool = True, keep_checkpoints: tuple[str, ...] = ()) -> dict[str, Any]:
+        progress: bool | str = True, keep_checkpoints: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run the given cells one at a time, writing the results after each (resumable: a
     cell already ``"done"`` in ``table1.json`` is skipped unless ``force``)."""
     results = load_results(results_dir)

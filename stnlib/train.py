@@ -35,6 +35,7 @@ from stnlib.checkpoint import (
     save_checkpoint,
 )
 from stnlib.data import ImageSet
+from stnlib.progress import epoch_line, progress_style
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -240,7 +241,7 @@ def fit(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     checkpoint_every: int | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     train_transform: Transform | None = None,
     max_steps: int | None = None,
     eval_batch_size: int = 1000,
@@ -271,7 +272,9 @@ def fit(
         resume: continue from ``checkpoint`` if it exists (a finished run returns at once);
             the result equals an uninterrupted run. Without ``resume`` an existing
             checkpoint file is an error, never silently overwritten.
-        progress: show tqdm bars (epochs, and batches with loss / accuracy).
+        progress: ``True`` (the style of ``$STNLIB_PROGRESS``, bars by default),
+            ``"bars"`` (tqdm), ``"lines"`` (one printed line per epoch) or ``False``;
+            see :mod:`stnlib.progress`.
         train_transform: ``f(images (B, C, H, W), generator) -> images`` applied to every
             training batch, e.g. :class:`stnlib.data.RandomAffine` (fresh draws per batch).
         max_steps: stop after this many steps in total (saving a checkpoint); the schedule
@@ -290,6 +293,7 @@ def fit(
     """
     _check_fit_args(model, train_set, test_set, epochs, batch_size, optimizer, schedule,
                     max_steps, train_transform)
+    style = progress_style(progress)
     batch_size = min(int(batch_size), len(train_set))
     lr = float(DEFAULT_LR[optimizer] if lr is None else lr)
     steps_per_epoch = len(train_set) // batch_size
@@ -343,8 +347,9 @@ def fit(
 
         from tqdm.auto import tqdm
 
+        bars = style == "bars"
         bar = tqdm(total=epochs, initial=epoch, desc="training", unit="epoch",
-                   disable=not progress, dynamic_ncols=True)
+                   disable=not bars, dynamic_ncols=True)
         try:
             while epoch < epochs:
                 if max_steps is not None and step >= max_steps:
@@ -357,7 +362,7 @@ def fit(
                         len(train_set), generator=torch.Generator().set_state(epoch_start))
                 model.train()
                 inner = tqdm(total=steps_per_epoch, initial=pos, leave=False, unit="batch",
-                             desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+                             desc=f"epoch {epoch + 1}/{epochs}", disable=not bars,
                              dynamic_ncols=True)
                 start = time.perf_counter()
                 while pos < steps_per_epoch:
@@ -412,6 +417,10 @@ def fit(
                 history.steps = step
                 epoch, pos, sums, epoch_start = epoch + 1, 0, _zero_sums(), None
                 history.completed = epoch >= epochs
+                if style == "lines":
+                    print(epoch_line(epoch, epochs, history.train_loss[-1],
+                                     history.train_acc[-1], test_acc,
+                                     history.epoch_s[-1] + history.eval_s[-1]), flush=True)
                 bar.update()
                 bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}",
                                 **({"test_acc": f"{test_acc:.4f}"} if test_acc is not None
@@ -515,7 +524,7 @@ def train_model(
     train_set: ImageSet | None = None,
     test_set: ImageSet | None | bool = None,
     root: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     **overrides: Any,

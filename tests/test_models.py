@@ -32,6 +32,13 @@ def test_identity_init_outputs_the_identity_and_still_learns():
         identity_init_(torch.nn.Linear(5, 3), (1.0, 0.0))
 
 
+def test_cnn_smallest_input_is_16_pixels():
+    assert CNN(input_size=(16, 16))(torch.rand(2, 1, 16, 16)).shape == (2, 10)
+    for size in [(15, 16), (16, 12)]:
+        with pytest.raises(ValueError, match=r"at least \(16, 16\).*got \(1[256], 1[256]\)"):
+            CNN(input_size=size)
+
+
 def test_localization_rejects_small_or_mismatched_input():
     with pytest.raises(ValueError, match="input_size"):
         LocalizationNet(1, (16, 28))

@@ -103,6 +103,22 @@ def test_make_lab_installs_then_serves_the_notebooks():
     assert "jupyter lab notebooks/" in recipe
 
 
+def test_make_notebooks_executes_the_full_lesson_with_line_progress():
+    recipe = _make_dry_run("notebooks").replace("\\\n", " ")
+    assert "env -u STNLIB_FAST" in recipe and "STNLIB_PROGRESS=lines" in recipe
+    assert re.search(r"jupyter nbconvert --to notebook --execute\s+--inplace", recipe)
+    assert "notebooks/*.ipynb" in recipe
+
+
+def test_readme_layout_lists_every_module():
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    for module in sorted((REPO / "stnlib").glob("*.py")):
+        if not module.name.startswith("_"):
+            assert re.search(rf"\b{re.escape(module.name)}\b", layout), (
+                f"README's layout does not list stnlib/{module.name}")
+
+
 def test_data_folder_is_committed_but_mnist_is_ignored():
     ignore = (REPO / "data" / ".gitignore").read_text().split()
     assert ignore[:1] == ["*"] or "*" in ignore
