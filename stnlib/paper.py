@@ -348,7 +348,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append(f"| {ROW_NAMES[model]} | "
                      + " | ".join(entry(f"{model}/{v}") for v in COLUMNS) + " |")
     lines += ["", "Paper: SGD, 150,000 steps of batch 256 (640 epochs). Ours: the budget below, "
-              "on a 2-core CPU shared with other jobs (wall times include that contention).", "",
+              "on a 2-core CPU; `train s` is wall time (longer for cells that shared the CPU "
+              "with other jobs).", "",
               "| cell | error % | paper % | train images | epochs | steps | batch | optimizer | "
               "lr | seed | sampler | train s | test images |", "|---|" + "---|" * 12]
     for cell in CELLS:
