@@ -3,6 +3,7 @@ selection, results files, checkpoints, and a fast-mode end-to-end run of one cel
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -124,6 +125,21 @@ def test_fast_end_to_end_one_cell_resumable(mnist, tmp_path):
     assert again["cells"]["stcnn-proj/E"]["finished_utc"] == record["finished_utc"]
     forced = paper.run(["stcnn-proj/E"], budget, tmp_path, progress=False, force=True)
     assert forced["cells"]["stcnn-proj/E"]["error_pct"] == record["error_pct"]
+    # ... and the earlier result is kept, not lost.
+    assert forced["cells"]["stcnn-proj/E"]["earlier"] == [record]
+    longer = dataclasses.replace(budget, epochs=2)
+    third = paper.run(["stcnn-proj/E"], longer, tmp_path, progress=False, force=True)
+    cell = third["cells"]["stcnn-proj/E"]
+    assert [r["finished_utc"] for r in cell["earlier"]] == [
+        forced["cells"]["stcnn-proj/E"]["finished_utc"], record["finished_utc"]]
+    assert all("earlier" not in r for r in cell["earlier"])
+    steps = budget.train_size // budget.batch_size
+    assert paper.budget_history(third, "stcnn-proj/E") == [
+        (1, steps, record["error_pct"]), (1, steps, record["error_pct"]),
+        (2, 2 * steps, cell["error_pct"])]
+    assert paper.budget_history(third, "cnn/R") == []
+    table = (tmp_path / "table1.md").read_text()
+    assert f"| stcnn-proj/E | {record['error_pct']:.2f} (1), " in table
 
 
 def test_notebook_figures_and_checks(capsys):
