@@ -336,6 +336,42 @@ def table1_figure(results, columns=("R", "RTS", "P", "E", "TC")):
     return fig
 
 
+def error_by_budget_figure(results, size: float = 2.4):
+    """% test error against epochs, one panel per cell trained more than once.
+
+    ``results``: the dict of ``results/table1.json``; a cell's earlier runs are under
+    ``"earlier"`` (see :func:`stnlib.paper.budget_history`). The dashed line is the
+    paper's error. Raises ``ValueError`` when no cell was trained more than once.
+    """
+    from stnlib.paper import budget_history
+
+    cells = [c for c, r in results["cells"].items() if len(budget_history(results, c)) > 1]
+    if not cells:
+        raise ValueError("no cell of these results was trained more than once")
+    columns = min(4, len(cells))
+    rows = -(-len(cells) // columns)
+    fig = _figure(size * columns, size * rows * 0.85 + 0.3)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, cell in zip(axes, cells, strict=False):
+        runs = budget_history(results, cell)
+        epochs = [e for e, _, _ in runs]
+        ax.plot(epochs, [err for _, _, err in runs], "o-", color="tab:blue", label="ours")
+        paper_error = results["cells"][cell]["paper_error_pct"]
+        ax.axhline(paper_error, color="gray", ls="--", label="paper")
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(set(epochs)), [str(e) for e in sorted(set(epochs))])
+        ax.minorticks_off()
+        ax.set_ylim(0, max(err for _, _, err in runs) * 1.15)
+        ax.set_title(cell, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(cells):]:
+        ax.axis("off")
+    axes[0].set_ylabel("% test error", fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.supxlabel("epochs (log scale)", fontsize=8)
+    return fig
+
+
 def warp_grids_figure(grids, every: int = 3, size: float = 2.2):
     """The lines of sampling grids, one panel each: where a regular output grid reads.
 

@@ -152,8 +152,16 @@ def test_notebook_figures_and_checks(capsys):
     assert viz.rectification_figure(images, {"aff": images}).axes
     assert viz.warp_grids_figure({"id": torch.zeros(5, 5, 2)}).axes
     results = load_results("/nonexistent")
-    results["cells"]["cnn/R"] = {"status": "done", "error_pct": 1.5, "paper_error_pct": 1.2}
+    results["cells"]["cnn/R"] = {"status": "done", "error_pct": 1.5, "paper_error_pct": 1.2,
+                                "epochs": 5, "steps": 50}
     assert "1 (35 not run yet)" in viz.table1_figure(results).axes[0].get_title()
+    with pytest.raises(ValueError, match="trained more than once"):
+        viz.error_by_budget_figure(results)
+    results["cells"]["cnn/R"]["earlier"] = [
+        {"status": "done", "error_pct": 3.0, "epochs": 1, "steps": 10}]
+    figure = viz.error_by_budget_figure(results)
+    assert figure.axes[0].get_title() == "cnn/R"
+    assert list(figure.axes[0].lines[0].get_xdata()) == [1, 5]
     with pytest.raises(ValueError, match="outputs"):
         viz.rectification_figure(images, {"aff": images[:2]})
     assert ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0, 0])
