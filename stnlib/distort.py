@@ -30,8 +30,6 @@ clockwise on screen.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from stnlib.projective import homography_from_points, projective_grid
@@ -260,13 +258,24 @@ def distort_dataset(
     return torch.cat(chunks)
 
 
-def train_transform(variant: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+class TrainTransform:
     """``transform(images, generator) -> distorted`` for ``stnlib.train.fit(train_transform=)``:
-    fresh distortions for every training batch, drawn from the training run's generator."""
-    _check_variant(variant)
+    fresh distortions of ``variant`` for every training batch, drawn from the training run's
+    generator. Picklable and printable (``train_transform('E')``), so a checkpoint records
+    which distortion it was trained with and a later process can resume it."""
 
-    def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return distort(images, variant, generator)
+    def __init__(self, variant: str) -> None:
+        _check_variant(variant)
+        self.variant = variant
 
-    transform.__name__ = f"distort_{variant}"
-    return transform
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return distort(images, self.variant, generator)
+
+    def __repr__(self) -> str:
+        return f"train_transform({self.variant!r})"
+
+
+def train_transform(variant: str) -> TrainTransform:
+    """``transform(images (B, 1, H, W), generator) -> distorted`` for
+    ``stnlib.train.fit(train_transform=)``: see :class:`TrainTransform`."""
+    return TrainTransform(variant)

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -303,7 +304,7 @@ def fit(
                     schedule=schedule, weight_decay=float(weight_decay),
                     momentum=float(momentum), label_smoothing=float(label_smoothing),
                     seed=int(seed), train_size=len(train_set),
-                    train_transform=repr(train_transform) if train_transform else None)
+                    train_transform=describe_transform(train_transform))
     device = _device(model)
     channels_last = bool(channels_last) and len(train_set.image_shape) == 3  # 2D images only
     if channels_last:
@@ -466,6 +467,16 @@ def _check_fit_args(model, train_set, test_set, epochs, batch_size, optimizer, s
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if train_transform is not None and not callable(train_transform):
         raise TypeError("train_transform must be callable as f(images, generator) -> images")
+
+
+def describe_transform(transform: Transform | None) -> str | None:
+    """How a checkpoint records ``train_transform``: its ``repr`` without the memory address
+    (``<function f at 0x7f...>`` differs in every process, and would refuse every resume).
+    Give a transform a ``__repr__`` that names its settings, as :class:`RandomAffine` and
+    :func:`stnlib.distort.train_transform` do, so that a resume with other settings is refused."""
+    if transform is None:
+        return None
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
 
 
 def _check_same_run(saved: dict | None, now: dict, path: Path) -> None:

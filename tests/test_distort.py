@@ -153,6 +153,11 @@ def test_train_transform_uses_the_given_generator():
     images = _digits(3)
     torch.testing.assert_close(transform(images, torch.Generator().manual_seed(1)),
                                distort(images, "E", torch.Generator().manual_seed(1)))
+    # recorded in checkpoints by its settings, the same in every process, so runs can resume
+    assert repr(transform) == repr(train_transform("E")) == "train_transform('E')"
+    assert repr(train_transform("R")) != repr(transform)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        train_transform("X")
 
 
 def test_errors():

@@ -14,6 +14,7 @@ from stnlib.models import CNN, STCNN
 from stnlib.train import (
     History,
     TrainingDivergedError,
+    describe_transform,
     evaluate,
     fit,
     lr_at,
@@ -106,6 +107,30 @@ def test_resume_equals_uninterrupted(tmp_path, stop):
     again = fit(nn.Sequential(tiny_cnn(), nn.Dropout(0.2)), train, test, checkpoint=path,
                 resume=True, **settings)
     assert again.train_loss == resumed.train_loss
+
+
+def test_resume_with_a_new_but_equal_transform(tmp_path):
+    """A resumed run builds its transform afresh (a new process: new object, new address):
+    an equal one resumes, one with other settings is refused."""
+
+    def make_shift(pixels):  # a plain closure: its repr carries a memory address
+        def shift(images, generator):
+            return torch.roll(images, pixels, dims=-1)
+        return shift
+
+    train, path = blobs(64), tmp_path / "run.pt"
+    fit(tiny_cnn(), train, checkpoint=path, max_steps=2, train_transform=make_shift(1), **FIT)
+    resumed = fit(tiny_cnn(), train, checkpoint=path, resume=True,
+                  train_transform=make_shift(1), **FIT)
+    assert resumed.completed
+    other = tmp_path / "other.pt"
+    fit(tiny_cnn(), train, checkpoint=other, max_steps=2,
+        train_transform=RandomAffine(degrees=(-10, 10)), **FIT)
+    with pytest.raises(ValueError, match="different settings.*train_transform"):
+        fit(tiny_cnn(), train, checkpoint=other, resume=True,
+            train_transform=RandomAffine(degrees=(-20, 20)), **FIT)
+    assert describe_transform(make_shift(1)) == describe_transform(make_shift(2))
+    assert "0x" not in describe_transform(make_shift(1))
 
 
 def test_checkpoint_every_and_safe_overwrite_rules(tmp_path):
