@@ -336,18 +336,22 @@ def table1_figure(results, columns=("R", "RTS", "P", "E", "TC")):
     return fig
 
 
-def error_by_budget_figure(results, size: float = 2.4):
+def error_by_budget_figure(results, cells: str | None = None, size: float = 2.4):
     """% test error against epochs, one panel per cell trained more than once.
 
     ``results``: the dict of ``results/table1.json``; a cell's earlier runs are under
-    ``"earlier"`` (see :func:`stnlib.paper.budget_history`). The dashed line is the
-    paper's error. Raises ``ValueError`` when no cell was trained more than once.
+    ``"earlier"`` (see :func:`stnlib.paper.budget_history`). ``cells``: comma-separated
+    patterns as in ``python -m stnlib paper --cells`` (``"stcnn-*/R,cnn/*"``; default all).
+    The dashed line is the paper's error. Raises ``ValueError`` when no chosen cell was
+    trained more than once.
     """
-    from stnlib.paper import budget_history
+    from stnlib.paper import budget_history, select_cells
 
-    cells = [c for c, r in results["cells"].items() if len(budget_history(results, c)) > 1]
+    chosen = set(select_cells(cells))
+    cells = [c for c, r in results["cells"].items()
+             if c in chosen and len(budget_history(results, c)) > 1]
     if not cells:
-        raise ValueError("no cell of these results was trained more than once")
+        raise ValueError("no chosen cell of these results was trained more than once")
     columns = min(4, len(cells))
     rows = -(-len(cells) // columns)
     fig = _figure(size * columns, size * rows * 0.85 + 0.3)

@@ -162,6 +162,8 @@ def test_notebook_figures_and_checks(capsys):
     figure = viz.error_by_budget_figure(results)
     assert figure.axes[0].get_title() == "cnn/R"
     assert list(figure.axes[0].lines[0].get_xdata()) == [1, 5]
+    with pytest.raises(ValueError, match="trained more than once"):
+        viz.error_by_budget_figure(results, cells="stcnn-*")
     with pytest.raises(ValueError, match="outputs"):
         viz.rectification_figure(images, {"aff": images[:2]})
     assert ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0, 0])
