@@ -67,6 +67,18 @@ def test_committed_outputs_read_well(path):
     assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size} bytes"
 
 
+FROZEN_BAR = re.compile(r"\d+%\|")  # tqdm's "  0%|     | 0/234" text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_frozen_progress_bars(path):
+    """A saved tqdm bar reads "0%" on GitHub forever: outputs come from `make notebooks`,
+    which prints one line per epoch instead (STNLIB_PROGRESS=lines)."""
+    for i, cell in enumerate(c for c in _load(path)["cells"] if c["cell_type"] == "code"):
+        assert not FROZEN_BAR.search(_outputs_text(cell)), (
+            f"{path.name} code cell {i}: a saved progress bar; re-execute with `make notebooks`")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_some_cells_are_checked_by_nbval(path):
     tags = [t for c in _load(path)["cells"] for t in c.get("metadata", {}).get("tags", [])]
