@@ -348,15 +348,14 @@ def error_by_budget_figure(results, cells: str | None = None, size: float = 2.4)
     from stnlib.paper import budget_history, select_cells
 
     chosen = set(select_cells(cells))
-    cells = [c for c, r in results["cells"].items()
-             if c in chosen and len(budget_history(results, c)) > 1]
-    if not cells:
+    shown = [c for c in results["cells"] if c in chosen and len(budget_history(results, c)) > 1]
+    if not shown:
         raise ValueError("no chosen cell of these results was trained more than once")
-    columns = min(4, len(cells))
-    rows = -(-len(cells) // columns)
+    columns = min(4, len(shown))
+    rows = -(-len(shown) // columns)
     fig = _figure(size * columns, size * rows * 0.85 + 0.3)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, cell in zip(axes, cells, strict=False):
+    for ax, cell in zip(axes, shown, strict=False):
         runs = budget_history(results, cell)
         epochs = [e for e, _, _ in runs]
         ax.plot(epochs, [err for _, _, err in runs], "o-", color="tab:blue", label="ours")
@@ -368,7 +367,7 @@ def error_by_budget_figure(results, cells: str | None = None, size: float = 2.4)
         ax.set_ylim(0, max(err for _, _, err in runs) * 1.15)
         ax.set_title(cell, fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in axes[len(cells):]:
+    for ax in axes[len(shown):]:
         ax.axis("off")
     axes[0].set_ylabel("% test error", fontsize=8)
     axes[0].legend(fontsize=7)
