@@ -348,7 +348,8 @@ def error_by_budget_figure(results, cells: str | None = None, size: float = 2.4)
     from stnlib.paper import budget_history, select_cells
 
     chosen = set(select_cells(cells))
-    shown = [c for c in results["cells"] if c in chosen and len(budget_history(results, c)) > 1]
+    histories = {c: budget_history(results, c) for c in results["cells"] if c in chosen}
+    shown = [c for c, runs in histories.items() if len(runs) > 1]
     if not shown:
         raise ValueError("no chosen cell of these results was trained more than once")
     columns = min(4, len(shown))
@@ -356,13 +357,14 @@ def error_by_budget_figure(results, cells: str | None = None, size: float = 2.4)
     fig = _figure(size * columns, size * rows * 0.85 + 0.3)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, cell in zip(axes, shown, strict=False):
-        runs = budget_history(results, cell)
+        runs = histories[cell]
         epochs = [e for e, _, _ in runs]
         ax.plot(epochs, [err for _, _, err in runs], "o-", color="tab:blue", label="ours")
         paper_error = results["cells"][cell]["paper_error_pct"]
         ax.axhline(paper_error, color="gray", ls="--", label="paper")
         ax.set_xscale("log")
-        ax.set_xticks(sorted(set(epochs)), [str(e) for e in sorted(set(epochs))])
+        ticks = sorted(set(epochs))
+        ax.set_xticks(ticks, [str(e) for e in ticks])
         ax.minorticks_off()
         ax.set_ylim(0, max(err for _, _, err in runs) * 1.15)
         ax.set_title(cell, fontsize=9)
