@@ -292,7 +292,7 @@ def fit(
         TrainingDivergedError: the loss became nan/inf (message names the step and the fix).
         ValueError / TypeError: bad arguments, or a checkpoint from different settings.
     """
-    _check_fit_args(model, train_set, test_set, epochs, batch_size, optimizer, schedule,
+    _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimizer, schedule,
                     max_steps, train_transform)
     style = progress_style(progress)
     batch_size = min(int(batch_size), len(train_set))
@@ -442,7 +442,7 @@ def _zero_sums() -> dict[str, float]:
     return {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
 
 
-def _check_fit_args(model, train_set, test_set, epochs, batch_size, optimizer, schedule,
+def _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimizer, schedule,
                     max_steps, train_transform) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -459,6 +459,9 @@ def _check_fit_args(model, train_set, test_set, epochs, batch_size, optimizer, s
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
+                           or not 0 < lr < math.inf):
+        raise ValueError(f"lr must be a positive finite number or None, got {lr!r}")
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
         raise ValueError(f"max_steps must be a non-negative int or None, got {max_steps!r}")
     if optimizer not in OPTIMIZERS:

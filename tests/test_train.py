@@ -196,6 +196,9 @@ def test_bad_arguments_are_clear():
         fit(tiny_cnn(), blobs(8), epochs=1, optimizer="lbfgs")
     with pytest.raises(ValueError, match="epochs must be a positive int"):
         fit(tiny_cnn(), blobs(8), epochs=0)
+    for lr in (0.0, -1e-3, float("nan"), float("inf"), "0.01"):
+        with pytest.raises(ValueError, match="lr must be a positive finite number"):
+            fit(tiny_cnn(), blobs(8), epochs=1, lr=lr)
 
 
 def test_schedules():
