@@ -38,7 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from stnlib.localization import identity_init_
 from stnlib.models import seeded_init
 from stnlib.projective import PROJECTIVE_IDENTITY, projective_grid
 from stnlib.tps import tps_control_points, tps_grid
+from stnlib.train import _cli_errors
 from stnlib.transformer import SAMPLERS, check_sampler
 
 #: transformer kind -> number of parameters the localisation network predicts.
@@ -481,12 +482,12 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     fast = args.fast or fast_mode()
     base = fast_budget() if fast else Budget()
-    budget = Budget(
-        epochs=args.epochs or base.epochs, batch_size=args.batch_size or base.batch_size,
-        lr=args.lr or base.lr, optimizer=args.optimizer or base.optimizer,
-        schedule=args.schedule or base.schedule, seed=args.seed, sampler=args.sampler,
-        threads=args.threads, train_size=args.train_size or base.train_size,
-        test_size=args.test_size or base.test_size)
+    # Only the options given replace the base budget: a given 0 reaches fit's checks.
+    given = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                 optimizer=args.optimizer, schedule=args.schedule,
+                 train_size=args.train_size, test_size=args.test_size)
+    budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
+                     **{k: v for k, v in given.items() if v is not None})
     results_dir = Path(args.results or (_FAST_RESULTS if fast else "results"))
     cells = select_cells(args.cells)
     keep = tuple(select_cells(args.keep_checkpoints)) if args.keep_checkpoints else ()
@@ -537,4 +538,4 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fast", action="store_true",
                         help="tiny budget through the same code path (also STNLIB_FAST=1)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=_cli_errors(_main))

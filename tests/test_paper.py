@@ -186,6 +186,20 @@ def test_cli_lists_and_filters_cells(capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == ["cnn/R", "stcnn-aff/TC"]
-    with pytest.raises(ValueError, match="matches no cell"):
-        args = parser.parse_args(["paper", "--list", "--cells", "nothing"])
-        args.func(args)
+    args = parser.parse_args(["paper", "--list", "--cells", "nothing"])
+    assert args.func(args) == 2  # one line on stderr, no traceback
+    assert "error: --cells 'nothing' matches no cell" in capsys.readouterr().err
+
+
+def test_cli_rejects_a_zero_budget_instead_of_using_the_default(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    for flag, message in (("--epochs", "epochs must be a positive int, got 0"),
+                          ("--lr", "lr must be a positive finite number or None, got 0.0")):
+        args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "cnn/R",
+                                  "--results", str(tmp_path), flag, "0"])
+        assert args.func(args) == 2
+        assert f"error: {message}" in capsys.readouterr().err
+        assert paper.load_results(tmp_path)["cells"]["cnn/R"].get("status") != "done"
