@@ -238,9 +238,10 @@ CELLS: tuple[str, ...] = (
 TEST_SEEDS: dict[str, int] = {"R": 1001, "RTS": 1002, "P": 1003, "E": 1004, "TC": 1005}
 
 
-def select_cells(patterns: str | None) -> list[str]:
+def select_cells(patterns: str | None, option: str = "--cells") -> list[str]:
     """Cells matching comma-separated shell patterns (``"stcnn-*/R,cnn/TC"``), in
-    :data:`CELLS` order; ``None`` or ``"all"`` selects every cell."""
+    :data:`CELLS` order; ``None`` or ``"all"`` selects every cell. ``option`` is the
+    command-line flag the patterns came from, named in the error when none match."""
     from fnmatch import fnmatchcase
 
     if patterns is None or patterns.strip() == "all":
@@ -248,9 +249,9 @@ def select_cells(patterns: str | None) -> list[str]:
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
     chosen = [c for c in CELLS if any(fnmatchcase(c, p) for p in wanted)]
     if not chosen:
-        raise ValueError(f"--cells {patterns!r} matches no cell; cells look like "
+        raise ValueError(f"{option} {patterns!r} matches no cell; cells look like "
                          f"'stcnn-aff/R' (models: {', '.join(MODELS)}; variants: "
-                         f"{', '.join(COLUMNS)}), e.g. --cells 'stcnn-*/R,cnn/*'")
+                         f"{', '.join(COLUMNS)}), e.g. {option} 'stcnn-*/R,cnn/*'")
     return chosen
 
 
@@ -490,7 +491,9 @@ def _main(args: argparse.Namespace) -> int:
                      **{k: v for k, v in given.items() if v is not None})
     results_dir = Path(args.results or (_FAST_RESULTS if fast else "results"))
     cells = select_cells(args.cells)
-    keep = tuple(select_cells(args.keep_checkpoints)) if args.keep_checkpoints else ()
+    keep: tuple[str, ...] = ()
+    if args.keep_checkpoints:
+        keep = tuple(select_cells(args.keep_checkpoints, "--keep-checkpoints"))
     done = load_results(results_dir)["cells"]
     for cell in cells:
         if done[cell].get("status") == "done" and not args.force:

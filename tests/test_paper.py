@@ -203,3 +203,15 @@ def test_cli_rejects_a_zero_budget_instead_of_using_the_default(tmp_path, capsys
         assert args.func(args) == 2
         assert f"error: {message}" in capsys.readouterr().err
         assert paper.load_results(tmp_path)["cells"]["cnn/R"].get("status") != "done"
+
+
+def test_cli_names_the_flag_whose_pattern_matches_no_cell(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "cnn/R",
+                              "--results", str(tmp_path), "--keep-checkpoints", "cnn/X"])
+    assert args.func(args) == 2  # checked before any training starts
+    assert "error: --keep-checkpoints 'cnn/X' matches no cell" in capsys.readouterr().err
+    assert paper.load_results(tmp_path)["cells"]["cnn/R"].get("status") != "done"
