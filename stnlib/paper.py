@@ -302,6 +302,25 @@ class Budget:
     threads: int = 1
     train_size: int | None = None  # None: all 60,000 training digits
     test_size: int | None = None  # None: all 10,000 test digits
+    device: str = "cpu"  # where the model trains, e.g. "cuda" (see check_device)
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch can train on it here, else a ValueError that says what to use."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got "
+                         f"{device!r} ({error})") from error
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: torch sees no CUDA GPU here "
+                         "(torch.cuda.is_available() is False); use --device cpu")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:index]', got {device!r}")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s) "
+                         "here, numbered from 0")
+    return str(parsed)
 
 
 def fast_budget() -> Budget:
@@ -349,11 +368,11 @@ def markdown_table(results: dict[str, Any]) -> str:
     for model in MODELS:
         lines.append(f"| {ROW_NAMES[model]} | "
                      + " | ".join(entry(f"{model}/{v}") for v in COLUMNS) + " |")
-    lines += ["", "Paper: SGD, 150,000 steps of batch 256 (640 epochs). Ours: the budget below, "
-              "on a 2-core CPU; `train s` is wall time (longer for cells that shared the CPU "
-              "with other jobs).", "",
+    lines += ["", "Paper: SGD, 150,000 steps of batch 256 (640 epochs). Ours: the budget below; "
+              "`device` is where the cell trained (`cpu`: this project's 2-core CPU), `train s` "
+              "its wall time (longer for cells that shared the machine with other jobs).", "",
               "| cell | error % | paper % | train images | epochs | steps | batch | optimizer | "
-              "lr | seed | sampler | train s | test images |", "|---|" + "---|" * 12]
+              "lr | seed | sampler | device | train s | test images |", "|---|" + "---|" * 13]
     for cell in CELLS:
         r = cells.get(cell, {})
         if r.get("status") != "done":
@@ -362,7 +381,8 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {cell} | {r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
             f"{r['epochs']} | "
             f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']} | {r['lr']} | "
-            f"{r['seed']} | {r['sampler']} | {r['train_s']:.0f} | {r['test_images']} |")
+            f"{r['seed']} | {r['sampler']} | {r.get('device', 'cpu')} | {r['train_s']:.0f} | "
+            f"{r['test_images']} |")
     retrained = [c for c in CELLS if cells.get(c, {}).get("earlier")]
     if retrained:
         lines += ["", "Cells trained more than once (earlier results are kept): % test error "
@@ -397,7 +417,8 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     from stnlib.train import evaluate, fit
 
     model_key, variant = cell.split("/")
-    model = cell_model(cell, budget.sampler, budget.seed)
+    device = check_device(budget.device)
+    model = cell_model(cell, budget.sampler, budget.seed).to(device)
     train_set = mnist(train=True)
     if budget.train_size is not None:
         train_set = train_set.subset(budget.train_size)
@@ -412,7 +433,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     accuracy = evaluate(model, test_set)
     eval_s = time.perf_counter() - start
     if keep_checkpoint:
-        model.to(memory_format=torch.contiguous_format)
+        model.to("cpu", memory_format=torch.contiguous_format)
         save_checkpoint(Path(results_dir) / "checkpoints" / f"{name}.pt", model)
     run_path.unlink(missing_ok=True)
     return {
@@ -422,13 +443,21 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         "steps": history.steps, "batch_size": min(budget.batch_size, len(train_set)),
         "train_images": len(train_set), "optimizer": budget.optimizer,
         "schedule": budget.schedule, "lr": budget.lr, "sampler": budget.sampler,
-        "threads": budget.threads, "train_s": round(history.train_s, 1),
+        "threads": budget.threads, "device": _device_name(device),
+        "train_s": round(history.train_s, 1),
         "eval_s": round(eval_s, 1), "test_images": len(test_set),
         "test_seed": TEST_SEEDS[variant], "final_train_loss": round(history.train_loss[-1], 4),
         "parameters": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                   time.gmtime()),
     }
+
+
+def _device_name(device: str) -> str:
+    """``"cpu"``, or ``"cuda (NVIDIA H200)"``: what ``table1.json`` records."""
+    if torch.device(device).type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+    return "cpu"
 
 
 def with_earlier(record: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
@@ -488,6 +517,7 @@ def _main(args: argparse.Namespace) -> int:
                  optimizer=args.optimizer, schedule=args.schedule,
                  train_size=args.train_size, test_size=args.test_size)
     budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
+                     device=check_device(args.device),
                      **{k: v for k, v in given.items() if v is not None})
     results_dir = Path(args.results or (_FAST_RESULTS if fast else "results"))
     cells = select_cells(args.cells)
@@ -528,6 +558,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="'torch' is the opt-in fast path (same result within 1e-5)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: the machine is shared)")
+    parser.add_argument("--device", default="cpu",
+                        help="where to train: 'cpu' (default) or 'cuda' (a GPU, if torch sees one)")
     parser.add_argument("--train-size", type=int, default=None,
                         help="train on the first N digits (default: all 60,000)")
     parser.add_argument("--test-size", type=int, default=None,

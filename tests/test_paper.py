@@ -215,3 +215,34 @@ def test_cli_names_the_flag_whose_pattern_matches_no_cell(tmp_path, capsys):
     assert args.func(args) == 2  # checked before any training starts
     assert "error: --keep-checkpoints 'cnn/X' matches no cell" in capsys.readouterr().err
     assert paper.load_results(tmp_path)["cells"]["cnn/R"].get("status") != "done"
+
+
+def test_device_is_checked_and_recorded(monkeypatch):
+    assert paper.check_device("cpu") == "cpu"
+    for bad, message in (("tpu", "torch device such as 'cpu' or 'cuda'"),
+                         ("meta", "must be 'cpu' or 'cuda"),
+                         ("cuda:x", "torch device such as")):
+        with pytest.raises(ValueError, match=message):
+            paper.check_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU here.*--device cpu"):
+        paper.check_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="sees 1 GPU"):
+        paper.check_device("cuda:1")
+    assert paper.check_device("cuda") == "cuda"
+
+
+def test_markdown_names_the_device_each_cell_trained_on():
+    results = paper.load_results("/nonexistent")
+    done = {"status": "done", "error_pct": 1.0, "paper_error_pct": 0.7, "train_images": 60000,
+            "epochs": 1, "steps": 937, "batch_size": 64, "optimizer": "adam",
+            "schedule": "onecycle", "lr": 0.002, "seed": 0, "sampler": "stnlib",
+            "train_s": 9.0, "test_images": 10000}
+    results["cells"]["cnn/R"] = dict(done)  # recorded before devices were: the CPU
+    results["cells"]["cnn/P"] = dict(done, device="cuda (NVIDIA H200)")
+    text = paper.markdown_table(results)
+    assert "| sampler | device | train s |" in text
+    assert "| cnn/R | 1.00 | 0.7 |" in text and "| stnlib | cpu | 9 |" in text
+    assert "| stnlib | cuda (NVIDIA H200) | 9 |" in text

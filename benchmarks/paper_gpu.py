@@ -1,0 +1,140 @@
+"""Table 1 cells on a GPU inside a fixed wall-clock budget, several cells at once.
+
+What it answers: does the ST-CNN reach the paper's error when it gets more epochs than
+our 2-core CPU allows, with everything else (model, Adam, one-cycle, lr, batch 64, seed,
+from-scratch sampler, test set) unchanged? It is the "what would close the gap" check of
+notebook 06, not the headline table (that is ``results/table1.json``, trained on the CPU).
+
+How: each cell runs as its own ``python -m stnlib paper --device cuda`` process (small
+models keep one process far from filling a GPU). First every cell trains 100 steps at
+once, to measure its seconds per step under that sharing; then each cell gets the most
+epochs (capped by ``--max-epochs``) that fit the remaining ``--budget-s``, and all train
+at once. Cells unfinished at the deadline are stopped and left out. The finished records
+are merged into ``<results>/table1.json`` / ``.md`` and a JSON summary is printed.
+
+    python benchmarks/paper_gpu.py --cells 'stcnn-*/R,stcnn-*/RTS' --budget-s 450 \\
+        --results results/gpu
+
+On a CPU (``--device cpu``, small ``--train-size``) it runs the same way, for testing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stnlib import paper
+from stnlib.data import mnist
+
+CALIBRATION_STEPS = 100
+
+
+def _command(cell: str, args: argparse.Namespace, results: Path, epochs: int,
+             train_size: int | None, test_size: int | None) -> list[str]:
+    command = [sys.executable, "-m", "stnlib", "paper", "--cells", cell, "--device",
+               args.device, "--threads", str(args.threads), "--epochs", str(epochs),
+               "--results", str(results), "--no-progress", "--force"]
+    if train_size is not None:
+        command += ["--train-size", str(train_size)]
+    if test_size is not None:
+        command += ["--test-size", str(test_size)]
+    return command
+
+
+def _launch(commands: dict[str, list[str]], logs: Path, deadline: float) -> dict[str, int]:
+    """Run the commands at once; returns each one's exit status (-9: stopped at deadline)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, STNLIB_PROGRESS="lines", PYTHONUNBUFFERED="1",
+               CUBLAS_WORKSPACE_CONFIG=":4096:8")
+    env.pop("STNLIB_FAST", None)
+    procs = {cell: subprocess.Popen(command, env=env, stderr=subprocess.STDOUT,
+                                    stdout=(logs / f"{cell.replace('/', '_')}.log").open("w"))
+             for cell, command in commands.items()}
+    while any(p.poll() is None for p in procs.values()) and time.time() < deadline:
+        time.sleep(1)
+    for p in procs.values():
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return {cell: p.returncode for cell, p in procs.items()}
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", required=True, help="patterns as for `stnlib paper`")
+    parser.add_argument("--budget-s", type=float, required=True,
+                        help="wall seconds for the whole script, calibration included")
+    parser.add_argument("--results", default="results/gpu", help="where table1.json goes")
+    parser.add_argument("--work", default="runs/paper-gpu", help="per-cell folders and logs")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
+    parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--train-size", type=int, default=None, help="for tests only")
+    parser.add_argument("--margin-s", type=float, default=45.0,
+                        help="kept for start-up and the final test of each cell")
+    args = parser.parse_args(argv)
+    start = time.time()
+    deadline = start + args.budget_s
+    cells = paper.select_cells(args.cells)
+    paper.check_device(args.device)
+    mnist(train=True), mnist(train=False)  # unpack once, before the processes race to
+    work = Path(args.work)
+    for stale in ("calibrate", "train"):  # a cell's leftover run would not match this budget
+        shutil.rmtree(work / stale, ignore_errors=True)
+
+    calibration = {cell: _command(cell, args, work / "calibrate" / cell.replace("/", "_"), 1,
+                                  CALIBRATION_STEPS * paper.Budget().batch_size, 200)
+                   for cell in cells}
+    status = _launch(calibration, work / "calibrate-logs", deadline)
+    step_s = {}
+    for cell in cells:
+        record = paper.load_results(work / "calibrate" / cell.replace("/", "_"))["cells"][cell]
+        if status[cell] != 0 or record.get("status") != "done":
+            log = work / "calibrate-logs" / f"{cell.replace('/', '_')}.log"
+            print(f"calibration of {cell} failed (exit {status[cell]}):\n{_tail(log)}",
+                  file=sys.stderr)
+            return 1
+        step_s[cell] = record["train_s"] / record["steps"]
+    calibrate_s = time.time() - start
+
+    train_size = args.train_size or 60000
+    steps_per_epoch = train_size // paper.Budget().batch_size
+    available = deadline - time.time() - args.margin_s
+    epochs = {cell: max(1, min(args.max_epochs,
+                               math.floor(available / (steps_per_epoch * step_s[cell]))))
+              for cell in cells}
+    runs = {cell: _command(cell, args, work / "train" / cell.replace("/", "_"), epochs[cell],
+                           args.train_size, None) for cell in cells}
+    status = _launch(runs, work / "train-logs", deadline)
+
+    results = paper.load_results(args.results)
+    finished = {}
+    for cell in cells:
+        record = paper.load_results(work / "train" / cell.replace("/", "_"))["cells"][cell]
+        if status[cell] == 0 and record.get("status") == "done":
+            results["cells"][cell] = paper.with_earlier(record, results["cells"][cell])
+            finished[cell] = record["error_pct"]
+    paper.save_results(results, args.results)
+    print(json.dumps({
+        "device": args.device, "cells": len(cells), "calibration_s": round(calibrate_s, 1),
+        "step_ms_shared": {c: round(1000 * s, 2) for c, s in step_s.items()},
+        "epochs": epochs, "error_pct": finished,
+        "paper_pct": {c: paper.PAPER_ERROR[c] for c in cells},
+        "unfinished": [c for c in cells if c not in finished],
+        "wall_s": round(time.time() - start, 1)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
