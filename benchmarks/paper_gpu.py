@@ -33,8 +33,6 @@ from pathlib import Path
 from stnlib import paper
 from stnlib.data import mnist
 
-CALIBRATION_STEPS = 100
-
 
 def _command(cell: str, args: argparse.Namespace, results: Path, epochs: int,
              train_size: int | None, test_size: int | None) -> list[str]:
@@ -54,15 +52,17 @@ def _launch(commands: dict[str, list[str]], logs: Path, deadline: float) -> dict
     env = dict(os.environ, STNLIB_PROGRESS="lines", PYTHONUNBUFFERED="1",
                CUBLAS_WORKSPACE_CONFIG=":4096:8")
     env.pop("STNLIB_FAST", None)
+    files = {cell: (logs / f"{cell.replace('/', '_')}.log").open("w") for cell in commands}
     procs = {cell: subprocess.Popen(command, env=env, stderr=subprocess.STDOUT,
-                                    stdout=(logs / f"{cell.replace('/', '_')}.log").open("w"))
+                                    stdout=files[cell])
              for cell, command in commands.items()}
     while any(p.poll() is None for p in procs.values()) and time.time() < deadline:
         time.sleep(1)
-    for p in procs.values():
+    for cell, p in procs.items():
         if p.poll() is None:
             p.kill()
             p.wait()
+        files[cell].close()
     return {cell: p.returncode for cell, p in procs.items()}
 
 
@@ -80,10 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
     parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--calibration-steps", type=int, default=100)
     parser.add_argument("--train-size", type=int, default=None, help="for tests only")
     parser.add_argument("--margin-s", type=float, default=45.0,
                         help="kept for start-up and the final test of each cell")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ValueError as error:  # bad --cells / --device: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    for name in ("budget_s", "max_epochs", "calibration_steps", "threads"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
+                             f"{getattr(args, name)}")
     start = time.time()
     deadline = start + args.budget_s
     cells = paper.select_cells(args.cells)
@@ -94,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / stale, ignore_errors=True)
 
     calibration = {cell: _command(cell, args, work / "calibrate" / cell.replace("/", "_"), 1,
-                                  CALIBRATION_STEPS * paper.Budget().batch_size, 200)
+                                  args.calibration_steps * paper.Budget().batch_size, 200)
                    for cell in cells}
     status = _launch(calibration, work / "calibrate-logs", deadline)
     step_s = {}

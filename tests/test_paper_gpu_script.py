@@ -1,0 +1,49 @@
+"""benchmarks/paper_gpu.py: several Table 1 cells at once inside a wall-clock budget
+(run here on the CPU with a tiny training set; on a GPU it is the same code)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from stnlib import paper
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_gpu.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("paper_gpu", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibrates_then_trains_each_cell_into_one_results_file(script, tmp_path, capsys):
+    results, work = tmp_path / "results", tmp_path / "work"
+    rc = script.main(["--device", "cpu", "--cells", "cnn/R", "--budget-s", "300",
+                      "--max-epochs", "2", "--calibration-steps", "5", "--train-size", "320",
+                      "--margin-s", "5", "--results", str(results), "--work", str(work)])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == {"cnn/R": 2} and summary["unfinished"] == []
+    record = paper.load_results(results)["cells"]["cnn/R"]
+    assert record["status"] == "done" and record["epochs"] == 2 and record["device"] == "cpu"
+    assert record["steps"] == 2 * 320 // 64 and record["error_pct"] == summary["error_pct"]["cnn/R"]
+    assert (work / "train-logs" / "cnn_R.log").exists()
+
+
+def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
+    common = ["--results", str(tmp_path), "--work", str(tmp_path / "w")]
+    assert script.main(["--cells", "resnet/R", "--budget-s", "9", "--device", "cpu",
+                        *common]) == 2
+    assert "error: --cells 'resnet/R' matches no cell" in capsys.readouterr().err
+    assert script.main(["--cells", "cnn/R", "--budget-s", "0", "--device", "cpu",
+                        *common]) == 2
+    assert "error: --budget-s must be positive" in capsys.readouterr().err
+    assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--device", "tpu",
+                        *common]) == 2
+    assert "error: device must be a torch device" in capsys.readouterr().err
