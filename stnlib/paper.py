@@ -482,16 +482,18 @@ def run(cells: list[str], budget: Budget, results_dir: str | Path, *, force: boo
     cell already ``"done"`` in ``table1.json`` is skipped unless ``force``).
 
     A forced cell's previous result is not lost: the new record lists it, and every result
-    before it, under ``"earlier"`` (newest first; see :func:`budget_history`)."""
-    results = load_results(results_dir)
+    before it, under ``"earlier"`` (newest first; see :func:`budget_history`). The file is
+    read again just before each write, so two processes training *different* cells into
+    the same folder keep each other's results."""
     for cell in cells:
-        previous = results["cells"][cell]
-        if previous.get("status") == "done" and not force:
+        if load_results(results_dir)["cells"][cell].get("status") == "done" and not force:
             continue
         record = run_cell(cell, budget, results_dir, progress=progress,
                           keep_checkpoint=cell in keep_checkpoints)
-        results["cells"][cell] = with_earlier(record, previous)
+        results = load_results(results_dir)  # what other processes wrote meanwhile
+        results["cells"][cell] = with_earlier(record, results["cells"][cell])
         save_results(results, results_dir)
+    results = load_results(results_dir)
     save_results(results, results_dir)
     return results
 

@@ -246,3 +246,22 @@ def test_markdown_names_the_device_each_cell_trained_on():
     assert "| sampler | device | train s |" in text
     assert "| cnn/R | 1.00 | 0.7 |" in text and "| stnlib | cpu | 9 |" in text
     assert "| stnlib | cuda (NVIDIA H200) | 9 |" in text
+
+
+def test_a_second_process_writing_the_same_results_folder_keeps_its_cells(tmp_path,
+                                                                         monkeypatch):
+    def fake_run_cell(cell, budget, results_dir, **_):
+        if cell == "cnn/R":  # meanwhile another process finishes cnn/P into the same folder
+            other = paper.load_results(results_dir)
+            other["cells"]["cnn/P"] = {"status": "done", "error_pct": 8.0, "epochs": 15,
+                                       "steps": 1, "paper_error_pct": 1.5}
+            paper.save_results(other, results_dir)
+        return {"status": "done", "error_pct": 1.5, "epochs": 1, "steps": 1,
+                "paper_error_pct": paper.PAPER_ERROR[cell]}
+
+    monkeypatch.setattr(paper, "run_cell", fake_run_cell)
+    monkeypatch.setattr(paper, "markdown_table", lambda results: "")  # fake records are short
+    results = paper.run(["cnn/R"], paper.Budget(), tmp_path, progress=False)
+    assert results["cells"]["cnn/R"]["error_pct"] == 1.5
+    assert results["cells"]["cnn/P"]["error_pct"] == 8.0  # not overwritten by a stale copy
+    assert paper.load_results(tmp_path)["cells"]["cnn/P"]["error_pct"] == 8.0
