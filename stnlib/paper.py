@@ -139,6 +139,7 @@ class PaperNet(nn.Module):
 
     Shapes: ``forward(input (N, 1, S, S) in [0, 1]) -> logits (N, 10)``;
     ``rectify(input) -> (N, 1, output_size, output_size)``, the transformer's output;
+    ``sampling_grid(input) -> (N, output_size, output_size, 2)``, where it reads the input;
     ``warp_params(input) -> (N, P)``.
     """
 
@@ -182,14 +183,18 @@ class PaperNet(nn.Module):
             raise ValueError("this model has no spatial transformer (transformer=None)")
         return self.localisation(input)
 
+    def sampling_grid(self, input: torch.Tensor) -> torch.Tensor:
+        """Where the transformer reads each input: normalized grid (N, output_size,
+        output_size, 2), ``align_corners=False``."""
+        size = (input.shape[0], 1, self.output_size, self.output_size)
+        return params_grid(self.warp_params(input), self.transformer, size)
+
     def rectify(self, input: torch.Tensor) -> torch.Tensor:
         """The transformer's output (N, 1, output_size, output_size); the input if none."""
         self._check(input)
         if not self.transformer:
             return input
-        size = (input.shape[0], 1, self.output_size, self.output_size)
-        grid = params_grid(self.localisation(input), self.transformer, size)
-        return _sample(input, grid, self.sampler)
+        return _sample(input, self.sampling_grid(input), self.sampler)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.classifier((self.rectify(input) - _MEAN) / _STD)

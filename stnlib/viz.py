@@ -293,12 +293,32 @@ def distortion_variants_figure(samples, size: float = 1.1):
     return fig
 
 
-def rectification_figure(inputs, outputs, size: float = 1.1):
+_OUTLINE_COLORS = ("tab:orange", "tab:cyan", "tab:green", "tab:red", "tab:purple")
+
+
+def _grid_outline(grid, height: int, width: int):
+    """Pixel (x, y) of the border of a normalized (H, W, 2) grid (align_corners=False),
+    once around: where a transformer's output reads the input."""
+    import torch
+
+    grid = torch.as_tensor(grid).detach().double().cpu()
+    border = torch.cat([grid[0, :], grid[1:, -1], grid[-1, :-1].flip(0), grid[:-1, 0].flip(0)])
+    return (((border[:, 0] + 1) * width - 1) / 2).numpy(), \
+        (((border[:, 1] + 1) * height - 1) / 2).numpy()
+
+
+def rectification_figure(inputs, outputs, size: float = 1.1, grids=None):
     """Distorted inputs (first row) and what each spatial transformer makes of them.
 
     ``inputs``: (n, 1, S, S); ``outputs``: dict name -> (n, 1, H, W), one row each.
+    ``grids``: optional dict name -> (n, H, W, 2), the normalized sampling grids
+    (``align_corners=False``) of some of those rows: the border of each is drawn on the
+    inputs, in the colour of its row's name, to show where that transformer looks.
     """
     rows = [("input", inputs), *outputs.items()]
+    grids = dict(grids or {})
+    if unknown := set(grids) - set(outputs):
+        raise ValueError(f"grids: {sorted(unknown)} are not rows of outputs {list(outputs)}")
     n = len(inputs)
     fig = _figure(size * n + 0.8, size * len(rows))
     axes = fig.subplots(len(rows), n, squeeze=False)
@@ -309,6 +329,17 @@ def rectification_figure(inputs, outputs, size: float = 1.1):
         for j, ax in enumerate(row):
             _gray(ax, images[j])
         row[0].set_ylabel(name, fontsize=9)
+    height, width = inputs.shape[-2:]
+    for k, (name, grid) in enumerate(grids.items()):
+        if len(grid) != n:
+            raise ValueError(f"grids[{name!r}]: expected {n} grids (one per input), "
+                             f"got {len(grid)}")
+        color = _OUTLINE_COLORS[k % len(_OUTLINE_COLORS)]
+        for j, ax in enumerate(axes[0]):
+            ax.plot(*_grid_outline(grid[j], height, width), color=color, lw=0.9)
+            ax.set_xlim(-0.5, width - 0.5)
+            ax.set_ylim(height - 0.5, -0.5)
+        axes[1 + list(outputs).index(name), 0].yaxis.label.set_color(color)
     return fig
 
 

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+import stnlib
 from stnlib import paper
 from stnlib.checkpoint import load_checkpoint, save_checkpoint
 from stnlib.paper import (
@@ -43,6 +44,11 @@ def test_transformer_starts_as_identity(kind, classifier):
     reference = PaperNet(classifier, "aff", input_size=42, sampler="torch").rectify(canvas)
     assert wide.rectify(canvas).shape == (3, 1, 28, 28)
     torch.testing.assert_close(wide.rectify(canvas), reference, atol=1e-5, rtol=0)
+    # sampling_grid is the grid rectify samples with: at the start, the identity grid
+    identity = stnlib.affine_grid(torch.eye(2, 3).expand(3, 2, 3), (3, 1, 28, 28))
+    torch.testing.assert_close(wide.sampling_grid(canvas), identity, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no spatial transformer"):
+        PaperNet(classifier).sampling_grid(images)
 
 
 def test_transformer_trains_its_localisation_net():
@@ -166,6 +172,21 @@ def test_notebook_figures_and_checks(capsys):
         viz.error_by_budget_figure(results, cells="stcnn-*")
     with pytest.raises(ValueError, match="outputs"):
         viz.rectification_figure(images, {"aff": images[:2]})
+    # the border of an identity grid (align_corners=False) runs through the outer pixel
+    # centres of the input, once around; each grid's row name takes its outline's colour
+    big = torch.rand(3, 1, 42, 42)
+    identity = stnlib.affine_grid(torch.eye(2, 3).expand(3, 2, 3), (3, 1, 28, 28))
+    figure = viz.rectification_figure(big, {"aff": images, "tps": images},
+                                      grids={"tps": identity})
+    (line,) = figure.axes[0].lines
+    xs, ys = line.get_data()
+    assert len(xs) == 4 * 27 + 1 and xs.min() == pytest.approx(0.25, abs=1e-5) and \
+        ys.max() == pytest.approx(41 - 0.25, abs=1e-5)
+    assert figure.axes[2 * 3].yaxis.label.get_color() == "tab:orange"
+    with pytest.raises(ValueError, match=r"grids: \['proj'\] are not rows"):
+        viz.rectification_figure(images, {"aff": images}, grids={"proj": identity})
+    with pytest.raises(ValueError, match="grids\\['aff'\\]: expected 3 grids"):
+        viz.rectification_figure(images, {"aff": images}, grids={"aff": identity[:2]})
     assert ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0, 0])
     assert not ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0.1, 0])
     assert ex.check_tps_identity(tps_control_points().reshape(32))
