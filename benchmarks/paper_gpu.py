@@ -34,6 +34,11 @@ from stnlib import paper
 from stnlib.data import mnist
 
 
+def _slug(cell: str) -> str:
+    """A cell's name as a file name: ``"stcnn-aff/R"`` -> ``"stcnn-aff_R"``."""
+    return cell.replace("/", "_")
+
+
 def _command(cell: str, args: argparse.Namespace, results: Path, epochs: int,
              train_size: int | None, test_size: int | None) -> list[str]:
     command = [sys.executable, "-m", "stnlib", "paper", "--cells", cell, "--device",
@@ -52,7 +57,7 @@ def _launch(commands: dict[str, list[str]], logs: Path, deadline: float) -> dict
     env = dict(os.environ, STNLIB_PROGRESS="lines", PYTHONUNBUFFERED="1",
                CUBLAS_WORKSPACE_CONFIG=":4096:8")
     env.pop("STNLIB_FAST", None)
-    files = {cell: (logs / f"{cell.replace('/', '_')}.log").open("w") for cell in commands}
+    files = {cell: (logs / f"{_slug(cell)}.log").open("w") for cell in commands}
     procs = {cell: subprocess.Popen(command, env=env, stderr=subprocess.STDOUT,
                                     stdout=files[cell])
              for cell, command in commands.items()}
@@ -101,20 +106,21 @@ def _run(args: argparse.Namespace) -> int:
     deadline = start + args.budget_s
     cells = paper.select_cells(args.cells)
     paper.check_device(args.device)
-    mnist(train=True), mnist(train=False)  # unpack once, before the processes race to
+    for train in (True, False):  # unpack MNIST once, before the processes race to
+        mnist(train=train)
     work = Path(args.work)
     for stale in ("calibrate", "train"):  # a cell's leftover run would not match this budget
         shutil.rmtree(work / stale, ignore_errors=True)
 
-    calibration = {cell: _command(cell, args, work / "calibrate" / cell.replace("/", "_"), 1,
+    calibration = {cell: _command(cell, args, work / "calibrate" / _slug(cell), 1,
                                   args.calibration_steps * paper.Budget().batch_size, 200)
                    for cell in cells}
     status = _launch(calibration, work / "calibrate-logs", deadline)
     step_s = {}
     for cell in cells:
-        record = paper.load_results(work / "calibrate" / cell.replace("/", "_"))["cells"][cell]
+        record = paper.load_results(work / "calibrate" / _slug(cell))["cells"][cell]
         if status[cell] != 0 or record.get("status") != "done":
-            log = work / "calibrate-logs" / f"{cell.replace('/', '_')}.log"
+            log = work / "calibrate-logs" / f"{_slug(cell)}.log"
             print(f"calibration of {cell} failed (exit {status[cell]}):\n{_tail(log)}",
                   file=sys.stderr)
             return 1
@@ -127,14 +133,14 @@ def _run(args: argparse.Namespace) -> int:
     epochs = {cell: max(1, min(args.max_epochs,
                                math.floor(available / (steps_per_epoch * step_s[cell]))))
               for cell in cells}
-    runs = {cell: _command(cell, args, work / "train" / cell.replace("/", "_"), epochs[cell],
+    runs = {cell: _command(cell, args, work / "train" / _slug(cell), epochs[cell],
                            args.train_size, None) for cell in cells}
     status = _launch(runs, work / "train-logs", deadline)
 
     results = paper.load_results(args.results)
     finished = {}
     for cell in cells:
-        record = paper.load_results(work / "train" / cell.replace("/", "_"))["cells"][cell]
+        record = paper.load_results(work / "train" / _slug(cell))["cells"][cell]
         if status[cell] == 0 and record.get("status") == "done":
             results["cells"][cell] = paper.with_earlier(record, results["cells"][cell])
             finished[cell] = record["error_pct"]
