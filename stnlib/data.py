@@ -337,7 +337,7 @@ def warp(
         images = images.unsqueeze(1)
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W) or (N, H, W), got {tuple(images.shape)}")
-    theta = theta.to(images.dtype)
+    theta = theta.to(images.device, images.dtype)  # drawn on the CPU, applied where images are
     if theta.shape[0] == 1 and images.shape[0] != 1:
         theta = theta.expand(images.shape[0], 2, 3)
     from stnlib.transformer import geometry  # lazily: data does not need the models

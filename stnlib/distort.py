@@ -91,7 +91,7 @@ def _similarity_matrix(
     cos, sin = torch.cos(angle), torch.sin(angle)
     inverse_rotation = torch.stack((torch.stack((cos, sin), -1), torch.stack((-sin, cos), -1)), -2)
     linear = inverse_rotation / scale[:, None, None]  # (N, 2, 2), pixels -> pixels
-    matrix = torch.zeros(angle.shape[0], 3, 3, dtype=angle.dtype)
+    matrix = torch.zeros(angle.shape[0], 3, 3, dtype=angle.dtype, device=angle.device)
     matrix[:, :2, :2] = linear * (canvas / 2) / _HALF
     matrix[:, :2, 2] = -(linear @ shift.unsqueeze(-1)).squeeze(-1) / _HALF
     matrix[:, 2, 2] = 1.0
@@ -103,7 +103,7 @@ _CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))  # clockwise on 
 
 def _moved_corners(scale: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """P: where the digit's corners land (normalized): scale * corner + offset, (N, 4, 2)."""
-    corners = torch.tensor(_CORNERS, dtype=torch.float64)
+    corners = torch.tensor(_CORNERS, dtype=torch.float64, device=scale.device)
     return scale[:, None, None] * corners + offsets / _HALF
 
 
@@ -171,21 +171,22 @@ def distortion_grid(variant: str, params: dict[str, torch.Tensor]) -> torch.Tens
     if variant in ("R", "RTS", "TC"):
         angle = params.get("angle")
         n = (angle if angle is not None else params["shift"]).shape[0]
-        zeros = torch.zeros(n, dtype=torch.float64)
+        device = (angle if angle is not None else params["shift"]).device
+        zeros = torch.zeros(n, dtype=torch.float64, device=device)
         angle = zeros if angle is None else torch.deg2rad(angle)
         scale = params.get("scale", zeros + 1)
-        shift = params.get("shift", torch.zeros(n, 2, dtype=torch.float64))
+        shift = params.get("shift", torch.zeros(n, 2, dtype=torch.float64, device=device))
         matrix = _similarity_matrix(angle, scale, shift, canvas)
         return projective_grid(matrix, (n, 1, canvas, canvas))
     scale = params["scale"]
     n = scale.shape[0]
     if variant == "P":
-        corners = torch.tensor(_CORNERS, dtype=torch.float64).expand(n, 4, 2)
+        corners = torch.tensor(_CORNERS, dtype=torch.float64, device=scale.device).expand(n, 4, 2)
         # Forward, the digit's corner c lands at scale * c + offset; the grid maps back.
         moved = _moved_corners(scale, params["corner_offsets"])
         return projective_grid(homography_from_points(moved, corners), (n, 1, canvas, canvas))
     # E: output control point c_k samples the digit at (c_k + offset_k) / scale.
-    control = tps_control_points(dtype=torch.float64)
+    control = tps_control_points(dtype=torch.float64, device=scale.device)
     source = (control + params["control_offsets"] / _HALF) / scale[:, None, None]
     return tps_grid(source, (n, 1, canvas, canvas))
 
@@ -195,8 +196,8 @@ def _paste_clutter(canvas: torch.Tensor, digits: torch.Tensor,
     """Paste 6x6 patches of other digits into the canvas (pixel-wise max)."""
     n, _, size, _ = canvas.shape
     side = int(RANGES["TC_patch_px"])
-    other = (torch.arange(n)[:, None] + params["patch_source"]) % n  # (N, P)
-    steps = torch.arange(side)
+    other = (torch.arange(n, device=canvas.device)[:, None] + params["patch_source"]) % n  # (N, P)
+    steps = torch.arange(side, device=canvas.device)
     rows = params["patch_from"][..., 1, None, None] + steps[:, None]  # (N, P, side, 1)
     cols = params["patch_from"][..., 0, None, None] + steps[None, :]  # (N, P, 1, side)
     patches = digits[:, 0][other[..., None, None], rows, cols]  # (N, P, side, side)
@@ -215,9 +216,10 @@ def distort(
     """Distort a batch of digits with freshly drawn random parameters.
 
     Args:
-        images: (B, 1, 28, 28) float in [0, 1] (uint8 or (B, 28, 28) are accepted too).
+        images: (B, 1, 28, 28) float in [0, 1] (uint8 or (B, 28, 28) are accepted too),
+            on any device: the output is on the same device.
         variant: one of ``VARIANTS``.
-        generator: the only source of randomness.
+        generator: the only source of randomness (a CPU generator, whatever the device).
         return_params: also return the drawn parameters (see :func:`draw_params`).
 
     Returns:
@@ -227,7 +229,10 @@ def distort(
     from stnlib.sampler import grid_sample
 
     images = _check_images(images)
-    params = draw_params(variant, images.shape[0], generator)
+    # Drawn from the (CPU) generator, so a seed gives the same distortions on any device;
+    # the warp itself runs where the images are (on a GPU, no CPU work per batch).
+    params = {name: value.to(images.device)
+              for name, value in draw_params(variant, images.shape[0], generator).items()}
     grid = distortion_grid(variant, params).to(images.dtype)
     out = grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if variant == "TC":

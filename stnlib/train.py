@@ -278,6 +278,8 @@ def fit(
             see :mod:`stnlib.progress`.
         train_transform: ``f(images (B, C, H, W), generator) -> images`` applied to every
             training batch, e.g. :class:`stnlib.data.RandomAffine` (fresh draws per batch).
+            It gets the batch on the model's device and the run's CPU generator: draw
+            on the CPU, warp on the device (as ``RandomAffine`` and ``distort`` do).
         max_steps: stop after this many steps in total (saving a checkpoint); the schedule
             still spans ``epochs``, so resuming later finishes the same run.
         channels_last: feed 2D image batches in channels-last memory format (and convert
@@ -371,8 +373,9 @@ def fit(
                         break
                     index = order[pos * batch_size:(pos + 1) * batch_size]
                     images, labels = train_set.float_images(index), train_set.labels[index]
-                    if train_transform is not None:
-                        images = train_transform(images, generator)
+                    if train_transform is not None:  # on the model's device (a GPU: no CPU warp)
+                        images = train_transform(images.to(device, non_blocking=True),
+                                                 generator)
                     images = _to_device(images, device, channels_last)
                     labels = labels.to(device)
                     lr_now = lr_at(step, total_steps, lr, schedule)

@@ -118,6 +118,13 @@ def test_random_affine_draws_from_the_given_generator():
     assert torch.equal(a, b) and a.shape == images.shape and "RandomAffine" in repr(aug)
 
 
+def test_random_affine_warps_on_the_images_device():
+    """fit() hands the transform the batch on the model's device; theta is drawn on the CPU."""
+    aug = RandomAffine(degrees=(-20, 20), scale=(0.9, 1.1))
+    out = aug(torch.zeros(3, 1, 28, 28, device="meta"), torch.Generator().manual_seed(0))
+    assert out.device.type == "meta" and out.shape == (3, 1, 28, 28)
+
+
 def test_mnist_imageset(mnist):
     train, test = mnist
     assert len(train) == 60_000 and len(test) == 10_000

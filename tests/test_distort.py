@@ -160,6 +160,25 @@ def test_train_transform_uses_the_given_generator():
         train_transform("X")
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_warps_on_the_images_device(variant):
+    """Drawn from the CPU generator, warped where the images are: nothing of the warp may
+    be built on the CPU ('meta' tensors have no data, so a mix fails like a GPU one would)."""
+    out = distort(torch.zeros(4, 1, 28, 28, device="meta"), variant,
+                  torch.Generator().manual_seed(0))
+    assert out.device.type == "meta" and out.shape == (4, 1, *(2 * (OUTPUT_SIZE[variant],)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_same_distortions_on_the_gpu(variant):
+    images = _digits(8)
+    on_cpu = distort(images, variant, torch.Generator().manual_seed(5))
+    on_gpu = distort(images.cuda(), variant, torch.Generator().manual_seed(5))
+    assert on_gpu.is_cuda
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=0)
+
+
 def test_errors():
     with pytest.raises(ValueError, match="variant must be one of"):
         distort(_digits(2), "X", torch.Generator())
