@@ -164,31 +164,74 @@ def draw_params(variant: str, n: int, generator: torch.Generator) -> dict[str, t
             "patch_to": patch_to}
 
 
+def distortion_matrix(variant: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The (N, 3, 3) float64 matrix of a matrix variant (R, RTS, P, TC): it maps normalized
+    canvas coordinates to normalized digit coordinates (the grid's direction; its inverse
+    takes the digit onto the canvas). E is a thin-plate spline, not a matrix."""
+    _check_variant(variant)
+    if variant == "E":
+        raise ValueError("variant 'E' is a thin-plate spline, it has no matrix: use "
+                         "distortion_grid('E', params)")
+    if variant == "P":
+        scale = params["scale"]
+        corners = torch.tensor(_CORNERS, dtype=torch.float64, device=scale.device)
+        # Forward, the digit's corner c lands at scale * c + offset; the matrix maps back.
+        moved = _moved_corners(scale, params["corner_offsets"])
+        return homography_from_points(moved, corners.expand(scale.shape[0], 4, 2))
+    angle = params.get("angle")
+    n = (angle if angle is not None else params["shift"]).shape[0]
+    device = (angle if angle is not None else params["shift"]).device
+    zeros = torch.zeros(n, dtype=torch.float64, device=device)
+    angle = zeros if angle is None else torch.deg2rad(angle)
+    scale = params.get("scale", zeros + 1)
+    shift = params.get("shift", torch.zeros(n, 2, dtype=torch.float64, device=device))
+    return _similarity_matrix(angle, scale, shift, OUTPUT_SIZE[variant])
+
+
 def distortion_grid(variant: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """The sampling grid (N, S, S, 2) (float64) of drawn parameters; S = ``OUTPUT_SIZE``."""
     _check_variant(variant)
     canvas = OUTPUT_SIZE[variant]
-    if variant in ("R", "RTS", "TC"):
-        angle = params.get("angle")
-        n = (angle if angle is not None else params["shift"]).shape[0]
-        device = (angle if angle is not None else params["shift"]).device
-        zeros = torch.zeros(n, dtype=torch.float64, device=device)
-        angle = zeros if angle is None else torch.deg2rad(angle)
-        scale = params.get("scale", zeros + 1)
-        shift = params.get("shift", torch.zeros(n, 2, dtype=torch.float64, device=device))
-        matrix = _similarity_matrix(angle, scale, shift, canvas)
-        return projective_grid(matrix, (n, 1, canvas, canvas))
-    scale = params["scale"]
-    n = scale.shape[0]
-    if variant == "P":
-        corners = torch.tensor(_CORNERS, dtype=torch.float64, device=scale.device).expand(n, 4, 2)
-        # Forward, the digit's corner c lands at scale * c + offset; the grid maps back.
-        moved = _moved_corners(scale, params["corner_offsets"])
-        return projective_grid(homography_from_points(moved, corners), (n, 1, canvas, canvas))
+    if variant != "E":
+        matrix = distortion_matrix(variant, params)
+        return projective_grid(matrix, (matrix.shape[0], 1, canvas, canvas))
     # E: output control point c_k samples the digit at (c_k + offset_k) / scale.
+    scale = params["scale"]
     control = tps_control_points(dtype=torch.float64, device=scale.device)
     source = (control + params["control_offsets"] / _HALF) / scale[:, None, None]
-    return tps_grid(source, (n, 1, canvas, canvas))
+    return tps_grid(source, (scale.shape[0], 1, canvas, canvas))
+
+
+def ink_kept(images: torch.Tensor, variant: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """How much of each digit's ink a distortion leaves on the canvas, in [0, 1].
+
+    Every pixel centre of the 28x28 digit is carried onto the canvas by the inverse of
+    :func:`distortion_matrix`; the ink (pixel values) of those that land off the canvas is
+    lost. A digit with little ink left can be unreadable whatever the model.
+
+    Args:
+        images: the undistorted digits (N, 1, 28, 28) (or uint8, or (N, 28, 28)).
+        variant: ``"R"``, ``"RTS"``, ``"P"`` or ``"TC"`` (E has no matrix).
+        params: their drawn parameters (``distort(..., return_params=True)``).
+
+    Returns:
+        (N,) float64: kept ink / total ink (1 for an empty image).
+    """
+    images = _check_images(images)
+    forward = torch.linalg.inv(distortion_matrix(variant, params))  # digit -> canvas
+    if forward.shape[0] != images.shape[0]:
+        raise ValueError(f"params are for {forward.shape[0]} digits, images has "
+                         f"{images.shape[0]}; pass the parameters drawn for these images")
+    axis = (2 * torch.arange(_DIGIT, dtype=torch.float64, device=forward.device) + 1) / _DIGIT - 1
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    centres = torch.stack((xs, ys, torch.ones_like(xs)), -1).reshape(-1, 3)  # (784, 3)
+    mapped = centres @ forward.transpose(1, 2)  # (N, 784, 3)
+    w = mapped[..., 2]
+    on_canvas = (w > 0) & ((mapped[..., :2] / w[..., None]).abs() <= 1).all(-1)
+    ink = images.flatten(1).to(torch.float64)
+    total = ink.sum(1)
+    kept = (ink * on_canvas).sum(1)
+    return torch.where(total > 0, kept / total.clamp_min(1e-12), torch.ones_like(total))
 
 
 def _paste_clutter(canvas: torch.Tensor, digits: torch.Tensor,
@@ -242,8 +285,9 @@ def distort(
 
 
 def distort_dataset(
-    images: torch.Tensor, variant: str, seed: int, batch_size: int = 1000
-) -> torch.Tensor:
+    images: torch.Tensor, variant: str, seed: int, batch_size: int = 1000,
+    *, return_params: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """A fixed distorted copy of a whole dataset (for test sets), reproducible by ``seed``.
 
     Args:
@@ -251,16 +295,22 @@ def distort_dataset(
         variant: one of ``VARIANTS``.
         seed: seeds the one generator used for every batch, in order.
         batch_size: digits distorted at once (TC clutter comes from the same batch).
+        return_params: also return every digit's drawn parameters (the batches' joined).
 
     Returns:
-        (N, 1, S, S) float32 in [0, 1].
+        (N, 1, S, S) float32 in [0, 1]; and the parameters if asked.
     """
     generator = torch.Generator().manual_seed(int(seed))
-    chunks = [
-        distort(images[start:start + batch_size], variant, generator).float()
-        for start in range(0, images.shape[0], batch_size)
-    ]
-    return torch.cat(chunks)
+    chunks, drawn = [], []
+    for start in range(0, images.shape[0], batch_size):
+        out, params = distort(images[start:start + batch_size], variant, generator,
+                              return_params=True)
+        chunks.append(out.float())
+        drawn.append(params)
+    distorted = torch.cat(chunks)
+    if not return_params:
+        return distorted
+    return distorted, {name: torch.cat([p[name] for p in drawn]) for name in drawn[0]}
 
 
 class TrainTransform:

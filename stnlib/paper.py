@@ -288,6 +288,21 @@ def distorted_test_set(variant: str, size: int | None = None):
     return ImageSet((images * 255).round().to(torch.uint8), test.labels)
 
 
+def test_set_ink_kept(variant: str, size: int | None = None) -> torch.Tensor:
+    """How much of each digit's ink the fixed test set of ``variant`` keeps on the canvas:
+    (N,) float64 in [0, 1], in the order of :func:`distorted_test_set` (same draws).
+    For R, RTS, P and TC (see :func:`stnlib.distort.ink_kept`)."""
+    from stnlib.data import mnist
+    from stnlib.distort import distort_dataset, ink_kept
+
+    test = mnist(train=False)
+    if size is not None:
+        test = test.subset(int(size))
+    _, params = distort_dataset(test.images, variant, seed=TEST_SEEDS[variant],
+                                return_params=True)
+    return ink_kept(test.images, variant, params)
+
+
 @dataclass(frozen=True)
 class Budget:
     """What one cell is trained with (recorded verbatim in ``table1.json``).

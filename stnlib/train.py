@@ -101,36 +101,48 @@ def _device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, image_set: ImageSet, batch_size: int = 1000,
-             transform: Transform | None = None, seed: int = 0,
-             channels_last: bool = False) -> float:
-    """Accuracy of ``model`` on ``image_set`` (fraction in [0, 1]), in eval mode.
+def predict(model: nn.Module, image_set: ImageSet, batch_size: int = 1000,
+            transform: Transform | None = None, seed: int = 0,
+            channels_last: bool = False) -> torch.Tensor:
+    """The class ``model`` predicts for every image of ``image_set``: (N,) int64, on the CPU.
 
     Args:
         model: classifier mapping float (B, C, H, W) or (B, C, D, H, W) in [0, 1] to logits.
-        image_set: the images and labels.
+        image_set: the images (their labels are not used).
         batch_size: images per forward pass.
         transform: optional ``transform(images, generator) -> images`` applied to each
-            batch (e.g. :class:`stnlib.data.RandomAffine`), drawn from ``seed``.
+            batch on the model's device (e.g. :class:`stnlib.data.RandomAffine`), drawn
+            from ``seed``.
         channels_last: feed batches in channels-last memory format.
 
-    The model's train/eval mode is restored afterwards.
+    Runs in eval mode without gradients (``torch.no_grad``); the model's train/eval mode
+    is restored afterwards.
     """
     if not isinstance(image_set, ImageSet):
         raise TypeError(f"image_set must be a stnlib.data.ImageSet, got {type(image_set).__name__}")
     was_training, device = model.training, _device(model)
     model.eval()
     generator = torch.Generator().manual_seed(int(seed))
-    correct = 0
+    predictions = []
     try:
-        for images, labels in image_set.batches(batch_size):
+        for images, _ in image_set.batches(batch_size):
+            images = images.to(device, non_blocking=True)
             if transform is not None:
                 images = transform(images, generator)
             images = _to_device(images, device, channels_last)
-            correct += int((_logits(model(images)).argmax(1).cpu() == labels).sum())
+            predictions.append(_logits(model(images)).argmax(1).cpu())
     finally:
         model.train(was_training)
-    return correct / max(len(image_set), 1)
+    return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
+
+
+def evaluate(model: nn.Module, image_set: ImageSet, batch_size: int = 1000,
+             transform: Transform | None = None, seed: int = 0,
+             channels_last: bool = False) -> float:
+    """Accuracy of ``model`` on ``image_set`` (fraction in [0, 1]), in eval mode; the
+    arguments are those of :func:`predict`."""
+    predictions = predict(model, image_set, batch_size, transform, seed, channels_last)
+    return int((predictions == image_set.labels).sum()) / max(len(image_set), 1)
 
 
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:

@@ -15,7 +15,9 @@ from stnlib.distort import (
     distort,
     distort_dataset,
     distortion_grid,
+    distortion_matrix,
     draw_params,
+    ink_kept,
     train_transform,
 )
 
@@ -148,6 +150,19 @@ def test_distort_dataset_is_fixed_by_seed():
     assert not torch.equal(first, distort_dataset(images, "RTS", seed=12, batch_size=4))
 
 
+def test_distort_dataset_can_return_every_digits_parameters():
+    images = _digits(10)
+    plain = distort_dataset(images, "P", seed=3, batch_size=4)
+    same, params = distort_dataset(images, "P", seed=3, batch_size=4, return_params=True)
+    torch.testing.assert_close(same, plain)
+    assert params["scale"].shape == (10,) and params["corner_offsets"].shape == (10, 4, 2)
+    # the joined parameters rebuild the same images
+    grid = distortion_grid("P", params).float()
+    torch.testing.assert_close(
+        torch.nn.functional.grid_sample(images, grid, align_corners=False).clamp(0, 1),
+        same, atol=1e-5, rtol=0)
+
+
 def test_train_transform_uses_the_given_generator():
     transform = train_transform("E")
     images = _digits(3)
@@ -177,6 +192,49 @@ def test_same_distortions_on_the_gpu(variant):
     on_gpu = distort(images.cuda(), variant, torch.Generator().manual_seed(5))
     assert on_gpu.is_cuda
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=0)
+
+
+def test_ink_kept_counts_the_digit_pixels_that_land_on_the_canvas():
+    ones = torch.ones(2, 1, 28, 28)
+    unmoved = {"scale": torch.ones(2, dtype=torch.float64),
+               "corner_offsets": torch.zeros(2, 4, 2, dtype=torch.float64)}
+    torch.testing.assert_close(distortion_matrix("P", unmoved),
+                               torch.eye(3, dtype=torch.float64).expand(2, 3, 3))
+    torch.testing.assert_close(ink_kept(ones, "P", unmoved), torch.ones(2, dtype=torch.float64))
+    # every corner 14 px (half the digit) to the right: the right half falls off the canvas
+    right = dict(unmoved, corner_offsets=unmoved["corner_offsets"] + torch.tensor([14.0, 0.0]))
+    torch.testing.assert_close(ink_kept(ones, "P", right), torch.full((2,), 0.5,
+                                                                      dtype=torch.float64))
+    # ink only in the left half: all of it stays
+    left = torch.zeros(2, 1, 28, 28)
+    left[..., :14] = 1
+    torch.testing.assert_close(ink_kept(left, "P", right), torch.ones(2, dtype=torch.float64))
+    # a rotated full square loses its corners, a central blob nothing
+    turned = {"angle": torch.tensor([45.0], dtype=torch.float64)}
+    assert 0.75 < float(ink_kept(ones[:1], "R", turned)) < 0.9
+    assert float(ink_kept(_digits(1), "R", turned)) > 0.95
+    # an empty image has nothing to lose
+    assert float(ink_kept(torch.zeros(1, 1, 28, 28), "R", turned)) == 1.0
+
+
+def test_ink_kept_with_drawn_parameters():
+    """TC places the whole digit on the canvas by construction: nothing is lost. P moves
+    corners by sigma 5 px: most digits keep nearly all their ink, a few lose much of it."""
+    images = _digits(256)
+    _, params = distort(images, "TC", torch.Generator().manual_seed(4), return_params=True)
+    torch.testing.assert_close(ink_kept(images, "TC", params),
+                               torch.ones(256, dtype=torch.float64))
+    _, params = distort(images, "P", torch.Generator().manual_seed(4), return_params=True)
+    kept = ink_kept(images, "P", params)
+    assert kept.median() > 0.97 and kept.min() < 0.9 and (kept >= 0).all()
+
+
+def test_ink_kept_errors():
+    params = draw_params("E", 2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="thin-plate spline, it has no matrix"):
+        ink_kept(_digits(2), "E", params)
+    with pytest.raises(ValueError, match="params are for 3 digits, images has 2"):
+        ink_kept(_digits(2), "P", draw_params("P", 3, torch.Generator().manual_seed(0)))
 
 
 def test_errors():

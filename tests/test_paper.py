@@ -148,6 +148,17 @@ def test_fast_end_to_end_one_cell_resumable(mnist, tmp_path):
     assert f"| stcnn-proj/E | {record['error_pct']:.2f} (1), " in table
 
 
+def test_ink_kept_by_the_fixed_test_sets(mnist):
+    kept = paper.test_set_ink_kept("P", size=300)
+    assert kept.shape == (300,) and kept.dtype == torch.float64
+    assert ((kept >= 0) & (kept <= 1)).all() and kept.median() > 0.97 and kept.min() < 0.9
+    torch.testing.assert_close(paper.test_set_ink_kept("TC", size=50),
+                               torch.ones(50, dtype=torch.float64))
+    # digits that lost ink are darker in the distorted test set than those that kept it all
+    images = paper.distorted_test_set("P", size=300).images.double().flatten(1).sum(1)
+    assert images[kept < 0.8].mean() < images[kept > 0.99].mean()
+
+
 def test_notebook_figures_and_checks(capsys):
     from stnlib import exercises as ex
     from stnlib import viz
@@ -187,6 +198,17 @@ def test_notebook_figures_and_checks(capsys):
         viz.rectification_figure(images, {"aff": images}, grids={"proj": identity})
     with pytest.raises(ValueError, match="grids\\['aff'\\]: expected 3 grids"):
         viz.rectification_figure(images, {"aff": images}, grids={"aff": identity[:2]})
+    kept = torch.tensor([1.0, 1.0, 0.97, 0.85, 0.3, 0.0])
+    wrong = torch.tensor([False, False, True, False, True, True])
+    figure = viz.error_by_ink_figure(kept, wrong, edges=(0, 0.5, 0.9, 1), paper_error=0.8)
+    rates = [bar.get_height() for bar in figure.axes[0].patches]
+    assert rates == pytest.approx([100.0, 0.0, 100 / 3])  # groups [0, .5), [.5, .9), [.9, 1]
+    assert [bar.get_height() for bar in figure.axes[1].patches] == pytest.approx(
+        [200 / 3, 0.0, 100 / 3])
+    with pytest.raises(ValueError, match="edges must increase from 0 to 1"):
+        viz.error_by_ink_figure(kept, wrong, edges=(0, 0.9, 0.5, 1))
+    with pytest.raises(ValueError, match="one length"):
+        viz.error_by_ink_figure(kept, wrong[:3])
     assert ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0, 0])
     assert not ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0.1, 0])
     assert ex.check_tps_identity(tps_control_points().reshape(32))

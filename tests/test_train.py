@@ -18,6 +18,7 @@ from stnlib.train import (
     evaluate,
     fit,
     lr_at,
+    predict,
     train_model,
     training_settings,
 )
@@ -187,6 +188,13 @@ def test_evaluate_restores_mode_and_counts_right():
     model = Fixed().train()
     assert evaluate(model, data, batch_size=3) == pytest.approx(0.7)
     assert model.training
+    predictions = predict(model, data, batch_size=4)
+    assert predictions.dtype == torch.long and predictions.tolist() == [1] * 10
+    assert model.training
+    empty = ImageSet(torch.zeros(0, 4, 4), torch.zeros(0, dtype=torch.long))
+    assert predict(model, empty).shape == (0,)
+    with pytest.raises(TypeError, match="image_set must be a stnlib.data.ImageSet"):
+        predict(model, torch.zeros(3, 4, 4))
 
 
 def test_bad_arguments_are_clear():
