@@ -25,7 +25,8 @@ TC       60x60   the digit at a uniform random integer position on a 60x60 canva
 =======  ======  =============================================================================
 
 Angles are in image coordinates (x right, y down), so a positive angle turns the digit
-clockwise on screen.
+clockwise on screen. :func:`ink_kept` says how much of each digit a drawn distortion leaves
+on the canvas (P moves corners far enough to push part of some digits off it).
 """
 
 from __future__ import annotations
@@ -179,8 +180,8 @@ def distortion_matrix(variant: str, params: dict[str, torch.Tensor]) -> torch.Te
         moved = _moved_corners(scale, params["corner_offsets"])
         return homography_from_points(moved, corners.expand(scale.shape[0], 4, 2))
     angle = params.get("angle")
-    n = (angle if angle is not None else params["shift"]).shape[0]
-    device = (angle if angle is not None else params["shift"]).device
+    first = angle if angle is not None else params["shift"]
+    n, device = first.shape[0], first.device
     zeros = torch.zeros(n, dtype=torch.float64, device=device)
     angle = zeros if angle is None else torch.deg2rad(angle)
     scale = params.get("scale", zeros + 1)
@@ -228,7 +229,7 @@ def ink_kept(images: torch.Tensor, variant: str, params: dict[str, torch.Tensor]
     mapped = centres @ forward.transpose(1, 2)  # (N, 784, 3)
     w = mapped[..., 2]
     on_canvas = (w > 0) & ((mapped[..., :2] / w[..., None]).abs() <= 1).all(-1)
-    ink = images.flatten(1).to(torch.float64)
+    ink = images.flatten(1).to(forward.device, torch.float64)
     total = ink.sum(1)
     kept = (ink * on_canvas).sum(1)
     return torch.where(total > 0, kept / total.clamp_min(1e-12), torch.ones_like(total))
