@@ -408,51 +408,56 @@ def error_by_budget_figure(results, cells: str | None = None, size: float = 2.4)
     return fig
 
 
-def error_by_ink_figure(kept, wrong, edges=(0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0),
-                        paper_error: float | None = None, title: str | None = None):
-    """% test error of the digits grouped by how much of their ink the distortion left on
-    the canvas (``stnlib.paper.test_set_ink_kept``), with each group's size.
+def error_by_group_figure(values, wrong, edges, xlabel: str,
+                          paper_error: float | None = None, title: str | None = None):
+    """% test error of the digits grouped by a per-digit quantity (how far a distortion
+    moved a corner, how much ink it left on the canvas, ...), with each group's size.
 
-    ``kept``: (N,) fractions in [0, 1]; ``wrong``: (N,) bool, the model's mistakes;
-    ``edges``: increasing group boundaries from 0 to 1 (the last group includes 1).
+    ``values``: (N,) the quantity; ``wrong``: (N,) bool, the model's mistakes; ``edges``:
+    increasing group boundaries, the last may be ``float("inf")`` (each group is
+    ``[a, b)``, the last includes ``b``); ``xlabel`` names the quantity and its unit.
     The left panel is the error rate per group, the right one how many of all the
     mistakes each group holds. ``paper_error`` draws the paper's overall error as a line.
     """
+    import math
+
     import numpy as np
     import torch
 
-    kept = torch.as_tensor(kept, dtype=torch.float64).cpu()
+    values = torch.as_tensor(values, dtype=torch.float64).cpu()
     wrong = torch.as_tensor(wrong).cpu().bool()
-    if kept.dim() != 1 or kept.shape != wrong.shape:
-        raise ValueError(f"kept and wrong must be (N,) tensors of one length, got "
-                         f"{tuple(kept.shape)} and {tuple(wrong.shape)}")
+    if values.dim() != 1 or values.shape != wrong.shape:
+        raise ValueError(f"values and wrong must be (N,) tensors of one length, got "
+                         f"{tuple(values.shape)} and {tuple(wrong.shape)}")
     edges = [float(e) for e in edges]
     pairs = list(zip(edges[:-1], edges[1:], strict=True))
-    if len(edges) < 2 or edges[0] != 0.0 or edges[-1] != 1.0 or any(b <= a for a, b in pairs):
-        raise ValueError(f"edges must increase from 0 to 1, got {edges}")
-    group = torch.bucketize(kept, torch.tensor(edges[1:-1], dtype=torch.float64), right=True)
-    counts = torch.bincount(group, minlength=len(edges) - 1).numpy()
-    errors = torch.bincount(group, weights=wrong.double(), minlength=len(edges) - 1).numpy()
+    if not pairs or any(b <= a for a, b in pairs):
+        raise ValueError(f"edges must be at least two increasing numbers, got {edges}")
+    if len(values) and (values.min() < edges[0] or values.max() > edges[-1]):
+        raise ValueError(f"values run from {float(values.min()):g} to {float(values.max()):g}, "
+                         f"outside the edges {edges[0]:g} to {edges[-1]:g}: widen the edges")
+    group = torch.bucketize(values, torch.tensor(edges[1:-1], dtype=torch.float64), right=True)
+    counts = torch.bincount(group, minlength=len(pairs)).numpy()
+    errors = torch.bincount(group, weights=wrong.double(), minlength=len(pairs)).numpy()
     rate = 100 * errors / np.maximum(counts, 1)
-    labels = [f"{100 * a:.0f}-{100 * b:.0f}%" for a, b in pairs]
+    labels = [f"{a:g}+" if math.isinf(b) else f"{a:g}-{b:g}" for a, b in pairs]
     fig = _figure(8.0, 2.9)
     left, right = fig.subplots(1, 2)
     x = np.arange(len(labels))
     left.bar(x, rate, color="tab:red")
     for i, (r, n) in enumerate(zip(rate, counts, strict=True)):
-        left.annotate(f"{n} digits", (i, r), ha="center", va="bottom", fontsize=7)
+        left.annotate(f"{n}", (i, r), ha="center", va="bottom", fontsize=7)
     overall = 100 * float(wrong.double().mean()) if len(wrong) else 0.0
     left.axhline(overall, color="tab:blue", ls=":", label=f"all digits: {overall:.2f}%")
     if paper_error is not None:
         left.axhline(paper_error, color="gray", ls="--", label=f"paper: {paper_error}%")
     left.set_xticks(x, labels, fontsize=7)
-    left.set_xlabel("ink left on the canvas")
-    left.set_ylabel("% test error")
+    left.set_xlabel(xlabel)
+    left.set_ylabel("% test error (digits per group on top)", fontsize=8)
     left.legend(fontsize=7)
-    share = 100 * errors / max(errors.sum(), 1)
-    right.bar(x, share, color="tab:gray")
+    right.bar(x, 100 * errors / max(errors.sum(), 1), color="tab:gray")
     right.set_xticks(x, labels, fontsize=7)
-    right.set_xlabel("ink left on the canvas")
+    right.set_xlabel(xlabel)
     right.set_ylabel("% of all mistakes")
     if title:
         fig.suptitle(title, fontsize=10)

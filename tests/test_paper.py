@@ -148,7 +148,18 @@ def test_fast_end_to_end_one_cell_resumable(mnist, tmp_path):
     assert f"| stcnn-proj/E | {record['error_pct']:.2f} (1), " in table
 
 
-def test_ink_kept_by_the_fixed_test_sets(mnist):
+def test_ink_kept_and_parameters_of_the_fixed_test_sets(mnist):
+    params = paper.test_set_params("P", size=300)
+    assert params["corner_offsets"].shape == (300, 4, 2)
+    # the same draws as the test set: they rebuild its images
+    from stnlib.data import mnist as load
+    from stnlib.distort import distortion_grid
+
+    digits = load(train=False).subset(20).float_images()
+    grid = distortion_grid("P", paper.test_set_params("P", size=20)).float()
+    rebuilt = stnlib.grid_sample(digits, grid, align_corners=False).clamp(0, 1)
+    test_images = paper.distorted_test_set("P", size=20).float_images()
+    torch.testing.assert_close(rebuilt, test_images, atol=0.5 / 255 + 1e-6, rtol=0)
     kept = paper.test_set_ink_kept("P", size=300)
     assert kept.shape == (300,) and kept.dtype == torch.float64
     assert ((kept >= 0) & (kept <= 1)).all() and kept.median() > 0.97 and kept.min() < 0.9
@@ -198,17 +209,23 @@ def test_notebook_figures_and_checks(capsys):
         viz.rectification_figure(images, {"aff": images}, grids={"proj": identity})
     with pytest.raises(ValueError, match="grids\\['aff'\\]: expected 3 grids"):
         viz.rectification_figure(images, {"aff": images}, grids={"aff": identity[:2]})
-    kept = torch.tensor([1.0, 1.0, 0.97, 0.85, 0.3, 0.0])
+    kept = torch.tensor([100.0, 100.0, 97.0, 85.0, 30.0, 0.0])
     wrong = torch.tensor([False, False, True, False, True, True])
-    figure = viz.error_by_ink_figure(kept, wrong, edges=(0, 0.5, 0.9, 1), paper_error=0.8)
+    figure = viz.error_by_group_figure(kept, wrong, edges=(0, 50, 90, 100), xlabel="% ink",
+                                       paper_error=0.8)
     rates = [bar.get_height() for bar in figure.axes[0].patches]
-    assert rates == pytest.approx([100.0, 0.0, 100 / 3])  # groups [0, .5), [.5, .9), [.9, 1]
+    assert rates == pytest.approx([100.0, 0.0, 100 / 3])  # groups [0, 50), [50, 90), [90, 100]
     assert [bar.get_height() for bar in figure.axes[1].patches] == pytest.approx(
         [200 / 3, 0.0, 100 / 3])
-    with pytest.raises(ValueError, match="edges must increase from 0 to 1"):
-        viz.error_by_ink_figure(kept, wrong, edges=(0, 0.9, 0.5, 1))
+    moved = viz.error_by_group_figure(torch.tensor([1.0, 7.0, 30.0]), torch.tensor([0, 0, 1]),
+                                      edges=(0, 5, 10, float("inf")), xlabel="px")
+    assert [t.get_text() for t in moved.axes[0].get_xticklabels()] == ["0-5", "5-10", "10+"]
+    with pytest.raises(ValueError, match="edges must be at least two increasing numbers"):
+        viz.error_by_group_figure(kept, wrong, edges=(0, 90, 50, 100), xlabel="")
+    with pytest.raises(ValueError, match="outside the edges 0 to 90: widen the edges"):
+        viz.error_by_group_figure(kept, wrong, edges=(0, 50, 90), xlabel="")
     with pytest.raises(ValueError, match="one length"):
-        viz.error_by_ink_figure(kept, wrong[:3])
+        viz.error_by_group_figure(kept, wrong[:3], edges=(0, 100), xlabel="")
     assert ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0, 0])
     assert not ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0.1, 0])
     assert ex.check_tps_identity(tps_control_points().reshape(32))
