@@ -451,6 +451,7 @@ def error_by_group_figure(values, wrong, edges, xlabel: str,
     left.axhline(overall, color="tab:blue", ls=":", label=f"all digits: {overall:.2f}%")
     if paper_error is not None:
         left.axhline(paper_error, color="gray", ls="--", label=f"paper: {paper_error}%")
+    left.set_ylim(0, 1.15 * max(float(rate.max()), overall, paper_error or 0.0, 1e-9))
     left.set_xticks(x, labels, fontsize=7)
     left.set_xlabel(xlabel)
     left.set_ylabel("% test error (digits per group on top)", fontsize=8)
