@@ -9,7 +9,7 @@ is ``results/table1.json``, trained on the CPU). Distortions are drawn on the CP
 warped on the GPU, so a process needs about one CPU core.
 
 How: each cell runs as its own ``python -m stnlib paper --device cuda`` process (small
-models keep one process far from filling a GPU). First every cell trains 100 steps at
+models keep one process far from filling a GPU). First every cell trains 400 steps at
 once, to measure its seconds per step under that sharing; then each cell gets the most
 epochs (capped by ``--max-epochs``) that fit the remaining ``--budget-s``, and all train
 at once. Cells unfinished at the deadline are stopped and left out. The finished records
@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the transformer's sampler; 'torch' (F.grid_sample, the same "
                              "result within 1e-5) launches far fewer GPU kernels per step")
     parser.add_argument("--max-epochs", type=int, default=100)
-    parser.add_argument("--calibration-steps", type=int, default=100)
+    parser.add_argument("--calibration-steps", type=int, default=400,
+                        help="steps timed per cell first; the time includes start-up, so "
+                             "fewer steps overestimate a step (100 steps: about 2x on an H200)")
     parser.add_argument("--train-size", type=int, default=None, help="for tests only")
     parser.add_argument("--margin-s", type=float, default=45.0,
                         help="kept for start-up and the final test of each cell")
