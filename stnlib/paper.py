@@ -288,25 +288,25 @@ def distorted_test_set(variant: str, size: int | None = None):
     return ImageSet((images * 255).round().to(torch.uint8), test.labels)
 
 
-def test_set_params(variant: str, size: int | None = None) -> dict[str, torch.Tensor]:
+def distorted_test_params(variant: str, size: int | None = None) -> dict[str, torch.Tensor]:
     """The parameters every digit of the fixed test set of ``variant`` was distorted with,
     in the order of :func:`distorted_test_set` (the same draws; see
     :func:`stnlib.distort.draw_params` for the keys). E.g. for P,
     ``params["corner_offsets"]`` (N, 4, 2): how far each corner moved, in pixels."""
-    return _test_set_draws(variant, size)[1]
+    return _distorted_test_draws(variant, size)[1]
 
 
-def test_set_ink_kept(variant: str, size: int | None = None) -> torch.Tensor:
+def distorted_test_ink_kept(variant: str, size: int | None = None) -> torch.Tensor:
     """How much of each digit's ink the fixed test set of ``variant`` keeps on the canvas:
     (N,) float64 in [0, 1], in the order of :func:`distorted_test_set` (same draws).
     For R, RTS, P and TC (see :func:`stnlib.distort.ink_kept`)."""
     from stnlib.distort import ink_kept
 
-    images, params = _test_set_draws(variant, size)
+    images, params = _distorted_test_draws(variant, size)
     return ink_kept(images, variant, params)
 
 
-def _test_set_draws(variant: str, size: int | None) -> tuple[torch.Tensor, dict[str, Any]]:
+def _distorted_test_draws(variant: str, size: int | None) -> tuple[torch.Tensor, dict[str, Any]]:
     """(undistorted test digits, their drawn parameters) of a fixed test set."""
     from stnlib.data import mnist
     from stnlib.distort import distort_dataset

@@ -149,21 +149,21 @@ def test_fast_end_to_end_one_cell_resumable(mnist, tmp_path):
 
 
 def test_ink_kept_and_parameters_of_the_fixed_test_sets(mnist):
-    params = paper.test_set_params("P", size=300)
+    params = paper.distorted_test_params("P", size=300)
     assert params["corner_offsets"].shape == (300, 4, 2)
     # the same draws as the test set: they rebuild its images
     from stnlib.data import mnist as load
     from stnlib.distort import distortion_grid
 
     digits = load(train=False).subset(20).float_images()
-    grid = distortion_grid("P", paper.test_set_params("P", size=20)).float()
+    grid = distortion_grid("P", paper.distorted_test_params("P", size=20)).float()
     rebuilt = stnlib.grid_sample(digits, grid, align_corners=False).clamp(0, 1)
     test_images = paper.distorted_test_set("P", size=20).float_images()
     torch.testing.assert_close(rebuilt, test_images, atol=0.5 / 255 + 1e-6, rtol=0)
-    kept = paper.test_set_ink_kept("P", size=300)
+    kept = paper.distorted_test_ink_kept("P", size=300)
     assert kept.shape == (300,) and kept.dtype == torch.float64
     assert ((kept >= 0) & (kept <= 1)).all() and kept.median() > 0.97 and kept.min() < 0.9
-    torch.testing.assert_close(paper.test_set_ink_kept("TC", size=50),
+    torch.testing.assert_close(paper.distorted_test_ink_kept("TC", size=50),
                                torch.ones(50, dtype=torch.float64))
     # digits that lost ink are darker in the distorted test set than those that kept it all
     images = paper.distorted_test_set("P", size=300).images.double().flatten(1).sum(1)
