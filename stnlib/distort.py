@@ -102,10 +102,14 @@ def _similarity_matrix(
 _CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))  # clockwise on screen
 
 
+def _corners(device: torch.device) -> torch.Tensor:
+    """The digit's four corners, normalized, (4, 2) float64."""
+    return torch.tensor(_CORNERS, dtype=torch.float64, device=device)
+
+
 def _moved_corners(scale: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """P: where the digit's corners land (normalized): scale * corner + offset, (N, 4, 2)."""
-    corners = torch.tensor(_CORNERS, dtype=torch.float64, device=scale.device)
-    return scale[:, None, None] * corners + offsets / _HALF
+    return scale[:, None, None] * _corners(scale.device) + offsets / _HALF
 
 
 def _convex(quads: torch.Tensor) -> torch.Tensor:
@@ -175,10 +179,9 @@ def distortion_matrix(variant: str, params: dict[str, torch.Tensor]) -> torch.Te
                          "distortion_grid('E', params)")
     if variant == "P":
         scale = params["scale"]
-        corners = torch.tensor(_CORNERS, dtype=torch.float64, device=scale.device)
         # Forward, the digit's corner c lands at scale * c + offset; the matrix maps back.
         moved = _moved_corners(scale, params["corner_offsets"])
-        return homography_from_points(moved, corners.expand(scale.shape[0], 4, 2))
+        return homography_from_points(moved, _corners(scale.device).expand(scale.shape[0], 4, 2))
     angle = params.get("angle")
     first = angle if angle is not None else params["shift"]
     n, device = first.shape[0], first.device

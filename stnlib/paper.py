@@ -278,14 +278,10 @@ def distorted_test_set(variant: str, size: int | None = None):
     Returns an :class:`stnlib.data.ImageSet` of uint8 images (N, 1, S, S) (the first
     ``size`` test digits, or all 10,000).
     """
-    from stnlib.data import ImageSet, mnist
-    from stnlib.distort import distort_dataset
+    from stnlib.data import ImageSet
 
-    test = mnist(train=False)
-    if size is not None:
-        test = test.subset(int(size))
-    images = distort_dataset(test.images, variant, seed=TEST_SEEDS[variant])
-    return ImageSet((images * 255).round().to(torch.uint8), test.labels)
+    test, distorted, _ = _distorted_test(variant, size)
+    return ImageSet((distorted * 255).round().to(torch.uint8), test.labels)
 
 
 def distorted_test_params(variant: str, size: int | None = None) -> dict[str, torch.Tensor]:
@@ -293,7 +289,7 @@ def distorted_test_params(variant: str, size: int | None = None) -> dict[str, to
     in the order of :func:`distorted_test_set` (the same draws; see
     :func:`stnlib.distort.draw_params` for the keys). E.g. for P,
     ``params["corner_offsets"]`` (N, 4, 2): how far each corner moved, in pixels."""
-    return _distorted_test_draws(variant, size)[1]
+    return _distorted_test(variant, size)[2]
 
 
 def distorted_test_ink_kept(variant: str, size: int | None = None) -> torch.Tensor:
@@ -302,21 +298,22 @@ def distorted_test_ink_kept(variant: str, size: int | None = None) -> torch.Tens
     For R, RTS, P and TC (see :func:`stnlib.distort.ink_kept`)."""
     from stnlib.distort import ink_kept
 
-    images, params = _distorted_test_draws(variant, size)
-    return ink_kept(images, variant, params)
+    test, _, params = _distorted_test(variant, size)
+    return ink_kept(test.images, variant, params)
 
 
-def _distorted_test_draws(variant: str, size: int | None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """(undistorted test digits, their drawn parameters) of a fixed test set."""
+def _distorted_test(variant: str, size: int | None):
+    """(undistorted test ImageSet, distorted images (N, 1, S, S) float32, drawn parameters)
+    of a variant's fixed test set: the one place its digits and seed are chosen."""
     from stnlib.data import mnist
     from stnlib.distort import distort_dataset
 
     test = mnist(train=False)
     if size is not None:
         test = test.subset(int(size))
-    _, params = distort_dataset(test.images, variant, seed=TEST_SEEDS[variant],
-                                return_params=True)
-    return test.images, params
+    distorted, params = distort_dataset(test.images, variant, seed=TEST_SEEDS[variant],
+                                        return_params=True)
+    return test, distorted, params
 
 
 @dataclass(frozen=True)

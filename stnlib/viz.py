@@ -429,6 +429,9 @@ def error_by_group_figure(values, wrong, edges, xlabel: str,
     if values.dim() != 1 or values.shape != wrong.shape:
         raise ValueError(f"values and wrong must be (N,) tensors of one length, got "
                          f"{tuple(values.shape)} and {tuple(wrong.shape)}")
+    if values.isnan().any():
+        raise ValueError(f"values holds {int(values.isnan().sum())} NaN; every digit needs a "
+                         "number to be grouped")
     edges = [float(e) for e in edges]
     pairs = list(zip(edges[:-1], edges[1:], strict=True))
     if not pairs or any(b <= a for a, b in pairs):

@@ -226,6 +226,9 @@ def test_notebook_figures_and_checks(capsys):
         viz.error_by_group_figure(kept, wrong, edges=(0, 50, 90), xlabel="")
     with pytest.raises(ValueError, match="one length"):
         viz.error_by_group_figure(kept, wrong[:3], edges=(0, 100), xlabel="")
+    with pytest.raises(ValueError, match="values holds 1 NaN"):
+        viz.error_by_group_figure(torch.tensor([1.0, float("nan")]), torch.tensor([0, 1]),
+                                  edges=(0, 100), xlabel="")
     assert ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0, 0])
     assert not ex.check_projective_from_affine([0.8, -0.2, 0.1, 0.3, 0.9, 0, 0.1, 0])
     assert ex.check_tps_identity(tps_control_points().reshape(32))
