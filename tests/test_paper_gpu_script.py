@@ -26,15 +26,16 @@ def test_calibrates_then_trains_each_cell_into_one_results_file(script, tmp_path
     results, work = tmp_path / "results", tmp_path / "work"
     rc = script.main(["--device", "cpu", "--cells", "cnn/R", "--budget-s", "300",
                       "--max-epochs", "2", "--calibration-steps", "5", "--train-size", "320",
-                      "--margin-s", "5", "--sampler", "torch", "--results", str(results),
+                      "--margin-s", "5", "--sampler", "torch", "--batch-size", "32",
+                      "--lr", "0.001", "--results", str(results),
                       "--work", str(work)])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs"] == {"cnn/R": 2} and summary["unfinished"] == []
     record = paper.load_results(results)["cells"]["cnn/R"]
     assert record["status"] == "done" and record["epochs"] == 2 and record["device"] == "cpu"
-    assert record["sampler"] == "torch"
-    assert record["steps"] == 2 * 320 // 64 and record["error_pct"] == summary["error_pct"]["cnn/R"]
+    assert record["sampler"] == "torch" and record["batch_size"] == 32 and record["lr"] == 0.001
+    assert record["steps"] == 2 * 320 // 32 and record["error_pct"] == summary["error_pct"]["cnn/R"]
     assert (work / "train-logs" / "cnn_R.log").exists()
 
 
@@ -49,3 +50,6 @@ def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
     assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--device", "tpu",
                         *common]) == 2
     assert "error: device must be a torch device" in capsys.readouterr().err
+    assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--device", "cpu",
+                        "--batch-size", "0", *common]) == 2
+    assert "error: --batch-size must be positive" in capsys.readouterr().err
