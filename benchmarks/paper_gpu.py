@@ -2,15 +2,15 @@
 
 What it answers: does the ST-CNN reach the paper's error when it gets more epochs than
 our 2-core CPU allows, with everything else (model, Adam, one-cycle, lr, batch 64, seed,
-test set) unchanged? ``--batch-size 256`` (the paper's batch; a GPU takes a step of 256
-in about the time of a step of 64, so it buys about 4x the epochs) and ``--lr`` change
-the recipe on purpose; keep such runs in their own ``--results`` folder, so that each
-table's "error by budget" compares like with like. The sampler is the from-scratch one
-unless ``--sampler torch`` asks for the fast path (same result within 1e-5; each record
-names the sampler it used). It is the "what would close the gap" check of notebook 06,
-not the headline table (that is ``results/table1.json``, trained on the CPU).
-Distortions are drawn on the CPU and warped on the GPU, so a process needs about one
-CPU core.
+test set) unchanged? ``--batch-size 256`` (the paper's batch; four cells sharing an H100
+took 18 to 23 ms a step of 256, against 11 to 13 ms a step of 64 on an H200, so it buys
+about 3x the epochs) and ``--lr`` change the recipe on purpose; keep such runs in their
+own ``--results`` folder, so that each table's "error by budget" compares like with
+like. The sampler is the from-scratch one unless ``--sampler torch`` asks for the fast
+path (same result within 1e-5; each record names the sampler it used). It is the "what
+would close the gap" check of notebook 06, not the headline table (that is
+``results/table1.json``, trained on the CPU). Distortions are drawn on the CPU and
+warped on the GPU, so a process needs about one CPU core.
 
 How: each cell runs as its own ``python -m stnlib paper --device cuda`` process (small
 models keep one process far from filling a GPU). First every cell trains 400 steps at

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -328,3 +329,25 @@ def test_a_second_process_writing_the_same_results_folder_keeps_its_cells(tmp_pa
     assert results["cells"]["cnn/R"]["error_pct"] == 1.5
     assert results["cells"]["cnn/P"]["error_pct"] == 8.0  # not overwritten by a stale copy
     assert paper.load_results(tmp_path)["cells"]["cnn/P"]["error_pct"] == 8.0
+
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "results").glob("**/table1.json"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_results_are_readable_and_their_markdown_is_current(path):
+    """Every committed results folder (the CPU table, the GPU runs, other seeds): the JSON
+    loads, each finished cell is plausible, and table1.md is what the JSON renders to (a
+    hand edit of either, or a JSON copied without its table, fails here)."""
+    results = load_results(path.parent)
+    finished = [r for r in results["cells"].values() if r["status"] == "done"]
+    assert finished
+    for record in [*finished, *(e for r in finished for e in r.get("earlier", []))]:
+        assert 0 <= record["error_pct"] <= 100 and record["test_images"] == 10000
+        assert record["steps"] == record["epochs"] * (record["train_images"]
+                                                      // record["batch_size"])
+    assert path.with_suffix(".md").read_text() == markdown_table(results)
+
+
+def test_committed_results_include_the_cpu_table():
+    assert [p.parent.name for p in COMMITTED].count("results") == 1
