@@ -329,6 +329,7 @@ class Budget:
     batch_size: int = 64
     lr: float = 2e-3
     optimizer: str = "adam"
+    weight_decay: float = 0.0  # decoupled with "adamw", L2 in the loss with "adam" and "sgd"
     schedule: str = "onecycle"
     seed: int = 0
     sampler: str = "stnlib"
@@ -413,7 +414,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append(
             f"| {cell} | {r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
             f"{r['epochs']} | "
-            f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']} | {r['lr']} | "
+            f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']}"
+            f"{' wd ' + str(r['weight_decay']) if r.get('weight_decay') else ''} | {r['lr']} | "
             f"{r['seed']} | {r['sampler']} | {r.get('device', 'cpu')} | {r['train_s']:.0f} | "
             f"{r['test_images']} |")
     retrained = [c for c in CELLS if cells.get(c, {}).get("earlier")]
@@ -460,7 +462,8 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     run_path = Path(results_dir) / "runs" / f"{name}.pt"
     history = fit(model, train_set, None, epochs=budget.epochs, batch_size=budget.batch_size,
                   lr=budget.lr, optimizer=budget.optimizer, schedule=budget.schedule,
-                  seed=budget.seed, checkpoint=run_path, resume=True, progress=progress,
+                  weight_decay=budget.weight_decay, seed=budget.seed, checkpoint=run_path,
+                  resume=True, progress=progress,
                   train_transform=train_transform(variant), threads=budget.threads)
     start = time.perf_counter()
     accuracy = evaluate(model, test_set)
@@ -475,7 +478,8 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         "variant": variant, "seed": budget.seed, "epochs": budget.epochs,
         "steps": history.steps, "batch_size": min(budget.batch_size, len(train_set)),
         "train_images": len(train_set), "optimizer": budget.optimizer,
-        "schedule": budget.schedule, "lr": budget.lr, "sampler": budget.sampler,
+        "schedule": budget.schedule, "lr": budget.lr, "weight_decay": budget.weight_decay,
+        "sampler": budget.sampler,
         "threads": budget.threads, "device": _device_name(device),
         "train_s": round(history.train_s, 1),
         "eval_s": round(eval_s, 1), "test_images": len(test_set),
@@ -550,6 +554,7 @@ def _main(args: argparse.Namespace) -> int:
     # Only the options given replace the base budget: a given 0 reaches fit's checks.
     given = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  optimizer=args.optimizer, schedule=args.schedule,
+                 weight_decay=args.weight_decay,
                  train_size=args.train_size, test_size=args.test_size)
     budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
                      device=check_device(args.device),
@@ -588,6 +593,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None)
     parser.add_argument("--schedule", choices=("onecycle", "step", "constant"), default=None)
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="decoupled with --optimizer adamw (default 0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="stnlib",
                         help="'torch' is the opt-in fast path (same result within 1e-5)")

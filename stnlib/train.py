@@ -307,7 +307,7 @@ def fit(
         ValueError / TypeError: bad arguments, or a checkpoint from different settings.
     """
     _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimizer, schedule,
-                    max_steps, train_transform)
+                    max_steps, train_transform, weight_decay)
     style = progress_style(progress)
     batch_size = min(int(batch_size), len(train_set))
     lr = float(DEFAULT_LR[optimizer] if lr is None else lr)
@@ -458,7 +458,7 @@ def _zero_sums() -> dict[str, float]:
 
 
 def _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimizer, schedule,
-                    max_steps, train_transform) -> None:
+                    max_steps, train_transform, weight_decay=0.0) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if next(model.parameters(), None) is None:
@@ -477,6 +477,10 @@ def _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimize
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
                            or not 0 < lr < math.inf):
         raise ValueError(f"lr must be a positive finite number or None, got {lr!r}")
+    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float))
+            or not 0 <= weight_decay < math.inf):
+        raise ValueError(f"weight_decay must be a finite number >= 0 (0: none), got "
+                         f"{weight_decay!r}")
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
         raise ValueError(f"max_steps must be a non-negative int or None, got {max_steps!r}")
     if optimizer not in OPTIMIZERS:

@@ -269,6 +269,30 @@ def test_cli_rejects_a_zero_budget_instead_of_using_the_default(tmp_path, capsys
         assert paper.load_results(tmp_path)["cells"]["cnn/R"].get("status") != "done"
 
 
+def test_cli_weight_decay_is_used_recorded_and_shown(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    common = ["paper", "--fast", "--no-progress", "--cells", "cnn/R", "--optimizer", "adamw"]
+    args = parser.parse_args([*common, "--results", str(tmp_path / "a"),
+                              "--weight-decay", "0.5"])
+    assert args.func(args) == 0
+    record = paper.load_results(tmp_path / "a")["cells"]["cnn/R"]
+    assert record["weight_decay"] == 0.5 and record["optimizer"] == "adamw"
+    assert "| adamw/onecycle wd 0.5 |" in (tmp_path / "a" / "table1.md").read_text()
+    args = parser.parse_args([*common, "--results", str(tmp_path / "b")])
+    assert args.func(args) == 0
+    plain = paper.load_results(tmp_path / "b")["cells"]["cnn/R"]
+    assert plain["weight_decay"] == 0.0 and "| adamw/onecycle |" in paper.markdown_table(
+        paper.load_results(tmp_path / "b"))
+    assert plain["final_train_loss"] != record["final_train_loss"]  # it did decay
+    args = parser.parse_args([*common, "--results", str(tmp_path / "c"),
+                              "--weight-decay", "-1"])
+    assert args.func(args) == 2
+    assert "error: weight_decay must be a finite number >= 0" in capsys.readouterr().err
+
+
 def test_cli_names_the_flag_whose_pattern_matches_no_cell(tmp_path, capsys):
     import argparse
 
