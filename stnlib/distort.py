@@ -27,6 +27,9 @@ TC       60x60   the digit at a uniform random integer position on a 60x60 canva
 Angles are in image coordinates (x right, y down), so a positive angle turns the digit
 clockwise on screen. :func:`ink_kept` says how much of each digit a drawn distortion leaves
 on the canvas (P moves corners far enough to push part of some digits off it).
+:func:`undo` is the perfect transformer: it warps a distorted digit back with the inverse
+of the very matrix that distorted it, so a classifier trained on its output shows how well
+any transformer could do on a variant (:func:`oracle_transform`).
 """
 
 from __future__ import annotations
@@ -338,3 +341,64 @@ def train_transform(variant: str) -> TrainTransform:
     """``transform(images (B, 1, H, W), generator) -> distorted`` for
     ``stnlib.train.fit(train_transform=)``: see :class:`TrainTransform`."""
     return TrainTransform(variant)
+
+
+def undo(distorted: torch.Tensor, variant: str, params: dict[str, torch.Tensor],
+         size: int = _DIGIT) -> torch.Tensor:
+    """The perfect ("oracle") transformer: warp distorted digits back with the inverse of
+    the matrix that distorted them (R, RTS, P, TC; E's spline has no exact inverse).
+
+    Args:
+        distorted: (N, 1, S, S) from ``distort(..., return_params=True)``.
+        variant: the variant that made them.
+        params: the parameters ``distort`` drew for them (on any device).
+        size: output side (28: the digit's own frame).
+
+    Returns:
+        (N, 1, size, size), same dtype and device as ``distorted``, in [0, 1]: each digit
+        upright, centred and at full size again, up to what the distortion lost (ink pushed
+        off the canvas, TC's clutter, the blur of two bilinear interpolations).
+    """
+    from stnlib.sampler import grid_sample
+
+    _check_variant(variant)
+    if variant == "E":
+        raise ValueError("variant 'E' is a thin-plate spline: it has no matrix to invert, "
+                         "so undo() takes R, RTS, P or TC")
+    if distorted.dim() != 4 or distorted.shape[1] != 1:
+        raise ValueError(f"distorted must have shape (N, 1, S, S), got "
+                         f"{tuple(distorted.shape)}")
+    params = {name: value.to(distorted.device) for name, value in params.items()}
+    inverse = torch.linalg.inv(distortion_matrix(variant, params))  # digit -> canvas
+    if inverse.shape[0] != distorted.shape[0]:
+        raise ValueError(f"params describe {inverse.shape[0]} digits, distorted holds "
+                         f"{distorted.shape[0]}: pass the params drawn for these digits")
+    grid = projective_grid(inverse, (inverse.shape[0], 1, size, size)).to(distorted.dtype)
+    out = grid_sample(distorted, grid, mode="bilinear", padding_mode="zeros",
+                      align_corners=False)
+    return out.clamp(0.0, 1.0)
+
+
+class OracleTransform:
+    """``transform(images, generator) -> undone`` for ``stnlib.train.fit(train_transform=)``:
+    distort a batch as :class:`TrainTransform` does, then :func:`undo` it with the drawn
+    parameters. A classifier trained on this sees what a perfect transformer would hand it.
+    Picklable and printable, like :class:`TrainTransform`."""
+
+    def __init__(self, variant: str) -> None:
+        _check_variant(variant)
+        if variant == "E":
+            raise ValueError("variant 'E' has no oracle: its spline has no exact inverse")
+        self.variant = variant
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        distorted, params = distort(images, self.variant, generator, return_params=True)
+        return undo(distorted, self.variant, params)
+
+    def __repr__(self) -> str:
+        return f"oracle_transform({self.variant!r})"
+
+
+def oracle_transform(variant: str) -> OracleTransform:
+    """See :class:`OracleTransform`."""
+    return OracleTransform(variant)

@@ -284,6 +284,21 @@ def distorted_test_set(variant: str, size: int | None = None):
     return ImageSet((distorted * 255).round().to(torch.uint8), test.labels)
 
 
+def oracle_test_set(variant: str, size: int | None = None):
+    """The fixed test set of ``variant`` as a perfect transformer would hand it on: every
+    digit of :func:`distorted_test_set` (as stored, uint8) warped back with the inverse of
+    its own distortion (:func:`stnlib.distort.undo`). R, RTS, P, TC; uint8 (N, 1, 28, 28)."""
+    from stnlib.data import ImageSet
+    from stnlib.distort import undo
+
+    test, distorted, params = _distorted_test(variant, size)
+    stored = (distorted * 255).round() / 255  # exactly what the models are tested on
+    undone = torch.cat([undo(stored[i:i + 1000], variant,
+                             {k: v[i:i + 1000] for k, v in params.items()})
+                        for i in range(0, stored.shape[0], 1000)])
+    return ImageSet((undone * 255).round().to(torch.uint8), test.labels)
+
+
 def distorted_test_params(variant: str, size: int | None = None) -> dict[str, torch.Tensor]:
     """The parameters every digit of the fixed test set of ``variant`` was distorted with,
     in the order of :func:`distorted_test_set` (the same draws; see

@@ -18,8 +18,11 @@ from stnlib.distort import (
     distortion_matrix,
     draw_params,
     ink_kept,
+    oracle_transform,
     train_transform,
+    undo,
 )
+from stnlib.sampler import grid_sample
 
 
 def _digits(n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -245,3 +248,72 @@ def test_errors():
     with pytest.raises(TypeError, match="generator"):
         distort(_digits(2), "R", 0)
     assert math.isfinite(distortion_grid("P", draw_params("P", 500, torch.Generator())).sum())
+
+
+def _warp(images: torch.Tensor, variant: str, params: dict) -> torch.Tensor:
+    grid = distortion_grid(variant, params).float()
+    return grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def test_undo_is_exact_where_the_warp_moves_pixel_centres_onto_pixel_centres():
+    """A quarter turn, a whole-pixel shift and an unmoved P only permute pixels: undoing
+    them must give the digit back exactly (any error in the inverse shows)."""
+    images, n = _digits(4), 4
+    f64 = dict(dtype=torch.float64)
+    cases = {
+        "R": {"angle": torch.tensor([90.0, -90.0, 0.0, 90.0], **f64)},
+        "RTS": {"angle": torch.tensor([90.0, 0.0, -90.0, 0.0], **f64),
+                "scale": torch.ones(n, **f64),
+                "shift": torch.tensor([[3.0, -5.0], [-7.0, 7.0], [0.0, 1.0], [6.0, 0.0]], **f64)},
+        "P": {"scale": torch.ones(n, **f64), "corner_offsets": torch.zeros(n, 4, 2, **f64)},
+    }
+    for variant, params in cases.items():
+        distorted = _warp(images, variant, params)
+        assert not torch.allclose(distorted[:, :, :28, :28], images)  # it did move
+        torch.testing.assert_close(undo(distorted, variant, params), images,
+                                   atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["R", "RTS", "P", "TC"])
+def test_undo_brings_drawn_distortions_back_to_the_digit(variant):
+    images = _digits(32)
+    distorted, params = distort(images, variant, torch.Generator().manual_seed(3),
+                                return_params=True)
+    back = undo(distorted, variant, params)
+    assert back.shape == images.shape and back.dtype == images.dtype
+    assert 0 <= back.min() and back.max() <= 1
+    # Two bilinear interpolations blur the random texture, and P and TC lose some of it
+    # (ink off the canvas, clutter on top), yet the digit is back where it was:
+    similarity = torch.nn.functional.cosine_similarity(back.flatten(1), images.flatten(1))
+    assert similarity.min() > (0.6 if variant in ("P", "TC") else 0.8)
+    # ... far closer than the distorted digit (cropped or resized to 28x28) is.
+    if variant in ("R", "P"):
+        before = torch.nn.functional.cosine_similarity(distorted.flatten(1), images.flatten(1))
+        assert (similarity > before).float().mean() > 0.9
+
+
+def test_oracle_transform_distorts_then_undoes_with_the_same_draws():
+    images = _digits(5)
+    transform = oracle_transform("P")
+    distorted, params = distort(images, "P", torch.Generator().manual_seed(4),
+                                return_params=True)
+    torch.testing.assert_close(transform(images, torch.Generator().manual_seed(4)),
+                               undo(distorted, "P", params))
+    assert repr(transform) == "oracle_transform('P')"
+    import pickle
+
+    assert repr(pickle.loads(pickle.dumps(transform))) == repr(transform)
+
+
+def test_undo_errors():
+    images = _digits(2)
+    distorted, params = distort(images, "R", torch.Generator().manual_seed(0),
+                                return_params=True)
+    with pytest.raises(ValueError, match="thin-plate spline"):
+        undo(distorted, "E", params)
+    with pytest.raises(ValueError, match="no oracle"):
+        oracle_transform("E")
+    with pytest.raises(ValueError, match="params describe 2 digits, distorted holds 1"):
+        undo(distorted[:1], "R", params)
+    with pytest.raises(ValueError, match=r"shape \(N, 1, S, S\)"):
+        undo(distorted[:, 0], "R", params)

@@ -171,6 +171,23 @@ def test_ink_kept_and_parameters_of_the_fixed_test_sets(mnist):
     assert images[kept < 0.8].mean() < images[kept > 0.99].mean()
 
 
+def test_oracle_test_set_is_the_stored_test_set_undone(mnist):
+    from stnlib.data import mnist as load
+    from stnlib.distort import undo
+
+    oracle = paper.oracle_test_set("RTS", size=40)
+    assert oracle.images.shape == (40, 1, 28, 28) and oracle.images.dtype == torch.uint8
+    stored = paper.distorted_test_set("RTS", size=40)
+    torch.testing.assert_close(oracle.labels, stored.labels)
+    expected = undo(stored.float_images(), "RTS", paper.distorted_test_params("RTS", size=40))
+    torch.testing.assert_close(oracle.float_images(), expected, atol=0.5 / 255 + 1e-6, rtol=0)
+    # upright and full size again: far closer to the clean digits than the canvas is
+    clean = load(train=False).subset(40).float_images()
+    cos = torch.nn.functional.cosine_similarity(oracle.float_images().flatten(1),
+                                                clean.flatten(1))
+    assert cos.min() > 0.8
+
+
 def test_notebook_figures_and_checks(capsys):
     from stnlib import exercises as ex
     from stnlib import viz

@@ -1,0 +1,142 @@
+"""How well could a perfect spatial transformer do? The Table 1 CNN, trained and tested on
+distorted digits that were warped back with the exact inverse of their own distortion.
+
+What it answers: a spatial transformer can at best undo the distortion. Its classifier then
+sees the digit upright and at full size, but with what the distortion lost: ink pushed off
+the canvas, detail blurred by two bilinear interpolations (the distortion's and the
+transformer's). This script hands the CNN exactly that (``stnlib.distort.undo``, the
+"oracle": it knows the drawn parameters), so its error is the floor an ST-CNN with the same
+classifier and budget can reach on a variant. ``none`` trains the same CNN on plain MNIST,
+the floor with nothing lost. Same recipe as ``python -m stnlib paper`` (Adam, one-cycle, lr
+0.002, batch 64, seed 0, the fixed test set of each variant).
+
+    python benchmarks/oracle.py --variants none,R,P --epochs 30 --threads 1 \\
+        --results results/oracle.json
+
+Each variant's record is written as soon as it is done (the file is read again first, so
+two processes with different ``--variants`` can share it); a variant already in the file is
+skipped unless ``--force``. Prints the records as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stnlib import paper
+from stnlib.checkpoint import atomic_write_text
+from stnlib.data import mnist
+from stnlib.distort import oracle_transform
+from stnlib.train import evaluate, fit
+
+VARIANTS = ("none", "R", "RTS", "P", "TC")  # E's spline has no exact inverse
+TABLE = Path(__file__).resolve().parents[1] / "results"  # the committed Table 1
+
+
+def load(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"experiment": "the Table 1 CNN on digits undone by a perfect transformer",
+                "variants": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not readable JSON ({error}); restore it with "
+                         f"`git checkout {path}` or move it away") from error
+
+
+def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
+    """Train the 28x28 CNN of Table 1 on ``variant`` undone by the oracle; its record."""
+    model = paper.cell_model("cnn/R", budget.sampler, budget.seed)  # the 28x28 CNN
+    train_set = mnist(train=True)
+    if budget.train_size is not None:
+        train_set = train_set.subset(budget.train_size)
+    if variant == "none":
+        test_set = mnist(train=False)
+        if budget.test_size is not None:
+            test_set = test_set.subset(budget.test_size)
+    else:
+        test_set = paper.oracle_test_set(variant, budget.test_size)
+    history = fit(model, train_set, None, epochs=budget.epochs, batch_size=budget.batch_size,
+                  lr=budget.lr, optimizer=budget.optimizer, schedule=budget.schedule,
+                  seed=budget.seed, progress=True, threads=budget.threads,
+                  train_transform=None if variant == "none" else oracle_transform(variant))
+    error = 100 * (1 - evaluate(model, test_set))
+    record = {"variant": variant, "error_pct": round(error, 3), "model": "CNN",
+              "epochs": budget.epochs, "steps": history.steps,
+              "batch_size": min(budget.batch_size, len(train_set)),
+              "train_images": len(train_set), "optimizer": budget.optimizer,
+              "schedule": budget.schedule, "lr": budget.lr, "seed": budget.seed,
+              "threads": budget.threads, "train_s": round(history.train_s, 1),
+              "final_train_loss": round(history.train_loss[-1], 4),
+              "test_images": len(test_set), "torch": torch.__version__,
+              "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if variant != "none":
+        record.update(test_seed=paper.TEST_SEEDS[variant],
+                      st_cnn_pct=_st_cnn_errors(variant),
+                      cnn_pct=_table_error(f"cnn/{variant}"),
+                      paper_st_cnn_pct=paper.PAPER_ERROR[f"stcnn-aff/{variant}"])
+    return record
+
+
+def _table_error(cell: str) -> float | None:
+    record = paper.load_results(TABLE)["cells"].get(cell, {})
+    return record.get("error_pct") if record.get("status") == "done" else None
+
+
+def _st_cnn_errors(variant: str) -> dict[str, float]:
+    """The committed ST-CNN errors of ``variant`` (results/table1.json), for comparison."""
+    cells = [c for c in paper.CELLS if c.startswith("stcnn-") and c.endswith(f"/{variant}")]
+    return {c: e for c in cells if (e := _table_error(c)) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", default="none,R,P",
+                        help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results", default="results/oracle.json")
+    parser.add_argument("--train-size", type=int, default=None, help="for tests only")
+    parser.add_argument("--test-size", type=int, default=None, help="for tests only")
+    parser.add_argument("--force", action="store_true", help="retrain variants already done")
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        print(f"error: --variants must name some of {', '.join(VARIANTS)}, got "
+              f"{args.variants!r}", file=sys.stderr)
+        return 2
+    if args.epochs < 1 or args.threads < 1:
+        print("error: --epochs and --threads must be positive", file=sys.stderr)
+        return 2
+    budget = paper.Budget(epochs=args.epochs, threads=args.threads,
+                          train_size=args.train_size, test_size=args.test_size)
+    path = Path(args.results)
+    try:
+        done = load(path)["variants"]
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for variant in variants:
+        if variant in done and not args.force:
+            print(f"{variant}: done already ({done[variant]['error_pct']:.2f}% error), "
+                  "skipped", file=sys.stderr)
+            continue
+        record = run_variant(variant, budget)
+        results = load(path)  # what another process wrote meanwhile
+        results["variants"][variant] = record
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(results, indent=1) + "\n", path)
+        done = results["variants"]
+    print(json.dumps({v: done[v] for v in variants if v in done}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

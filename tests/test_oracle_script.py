@@ -1,0 +1,55 @@
+"""benchmarks/oracle.py: the Table 1 CNN on digits undone by a perfect transformer (run
+here with a tiny training set; the committed results/oracle.json comes from full runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "oracle.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("oracle", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trains_each_variant_once_into_one_file(script, mnist, tmp_path, capsys,
+                                               monkeypatch):
+    monkeypatch.setenv("STNLIB_PROGRESS", "off")  # stdout: the JSON alone
+    path = tmp_path / "oracle.json"
+    tiny = ["--epochs", "1", "--train-size", "128", "--test-size", "50", "--results", str(path)]
+    assert script.main(["--variants", "none,R", *tiny]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads(path.read_text())["variants"]
+    assert printed == saved and set(saved) == {"none", "R"}
+    record = saved["R"]
+    assert 0 <= record["error_pct"] <= 100 and record["test_images"] == 50
+    assert record["steps"] == 128 // 64 and record["paper_st_cnn_pct"] == 0.7
+    assert "test_seed" not in saved["none"]
+    # done variants are skipped; --force trains again, to the same result (seeded)
+    assert script.main(["--variants", "R", *tiny]) == 0
+    assert "R: done already" in capsys.readouterr().err
+    assert json.loads(path.read_text())["variants"]["R"] == record
+    assert script.main(["--variants", "R", "--force", *tiny]) == 0
+    again = json.loads(path.read_text())["variants"]["R"]
+    assert again["error_pct"] == record["error_pct"]
+    assert again["final_train_loss"] == record["final_train_loss"]
+
+
+def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
+    path = tmp_path / "oracle.json"
+    assert script.main(["--variants", "E", "--results", str(path)]) == 2
+    assert "error: --variants must name some of none, R, RTS, P, TC" in capsys.readouterr().err
+    assert script.main(["--variants", "R", "--epochs", "0", "--results", str(path)]) == 2
+    assert "must be positive" in capsys.readouterr().err
+    path.write_text("{ broken")
+    assert script.main(["--variants", "R", "--results", str(path)]) == 2
+    assert "is not readable JSON" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
