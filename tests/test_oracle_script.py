@@ -3,21 +3,14 @@ here with a tiny training set; the committed results/oracle.json comes from full
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "oracle.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("oracle", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(benchmark_script):
+    return benchmark_script("oracle")
 
 
 def test_trains_each_variant_once_into_one_file(script, mnist, tmp_path, capsys,

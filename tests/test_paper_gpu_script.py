@@ -3,23 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from stnlib import paper
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_gpu.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("paper_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(benchmark_script):
+    return benchmark_script("paper_gpu")
 
 
 def test_calibrates_then_trains_each_cell_into_one_results_file(script, tmp_path, capsys):
