@@ -90,7 +90,7 @@ def _table_error(cell: str) -> float | None:
 
 
 def _st_cnn_errors(variant: str) -> dict[str, float]:
-    """The committed ST-CNN errors of ``variant`` (results/table1.json), for comparison."""
+    """The ST-CNN errors of ``variant`` in results/table1.json when this ran (context)."""
     cells = [c for c in paper.CELLS if c.startswith("stcnn-") and c.endswith(f"/{variant}")]
     return {c: e for c in cells if (e := _table_error(c)) is not None}
 
