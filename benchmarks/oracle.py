@@ -77,22 +77,20 @@ def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
               "test_images": len(test_set), "torch": torch.__version__,
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if variant != "none":
+        table = _table_errors(variant)
         record.update(test_seed=paper.TEST_SEEDS[variant],
-                      st_cnn_pct=_st_cnn_errors(variant),
-                      cnn_pct=_table_error(f"cnn/{variant}"),
+                      st_cnn_pct={c: e for c, e in table.items() if c.startswith("stcnn-")},
+                      cnn_pct=table.get(f"cnn/{variant}"),
                       paper_st_cnn_pct=paper.PAPER_ERROR[f"stcnn-aff/{variant}"])
     return record
 
 
-def _table_error(cell: str) -> float | None:
-    record = paper.load_results(TABLE)["cells"].get(cell, {})
-    return record.get("error_pct") if record.get("status") == "done" else None
-
-
-def _st_cnn_errors(variant: str) -> dict[str, float]:
-    """The ST-CNN errors of ``variant`` in results/table1.json when this ran (context)."""
-    cells = [c for c in paper.CELLS if c.startswith("stcnn-") and c.endswith(f"/{variant}")]
-    return {c: e for c in cells if (e := _table_error(c)) is not None}
+def _table_errors(variant: str) -> dict[str, float]:
+    """The finished cells of ``variant`` in results/table1.json when this ran (context):
+    cell -> % error."""
+    cells = paper.load_results(TABLE)["cells"]
+    return {c: r["error_pct"] for c, r in cells.items()
+            if c.endswith(f"/{variant}") and r.get("status") == "done"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -343,6 +343,15 @@ def train_transform(variant: str) -> TrainTransform:
     return TrainTransform(variant)
 
 
+def _check_invertible(variant: str) -> None:
+    """The variants :func:`undo` and :func:`oracle_transform` take: those with a matrix."""
+    _check_variant(variant)
+    if variant == "E":
+        raise ValueError("variant 'E' is a thin-plate spline: it has no matrix to invert, "
+                         "so there is no oracle for it; undo() and oracle_transform() take "
+                         "R, RTS, P or TC")
+
+
 def undo(distorted: torch.Tensor, variant: str, params: dict[str, torch.Tensor],
          size: int = _DIGIT) -> torch.Tensor:
     """The perfect ("oracle") transformer: warp distorted digits back with the inverse of
@@ -361,10 +370,7 @@ def undo(distorted: torch.Tensor, variant: str, params: dict[str, torch.Tensor],
     """
     from stnlib.sampler import grid_sample
 
-    _check_variant(variant)
-    if variant == "E":
-        raise ValueError("variant 'E' is a thin-plate spline: it has no matrix to invert, "
-                         "so undo() takes R, RTS, P or TC")
+    _check_invertible(variant)
     if distorted.dim() != 4 or distorted.shape[1] != 1:
         raise ValueError(f"distorted must have shape (N, 1, S, S), got "
                          f"{tuple(distorted.shape)}")
@@ -386,9 +392,7 @@ class OracleTransform:
     Picklable and printable, like :class:`TrainTransform`."""
 
     def __init__(self, variant: str) -> None:
-        _check_variant(variant)
-        if variant == "E":
-            raise ValueError("variant 'E' has no oracle: its spline has no exact inverse")
+        _check_invertible(variant)
         self.variant = variant
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

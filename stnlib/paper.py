@@ -281,7 +281,12 @@ def distorted_test_set(variant: str, size: int | None = None):
     from stnlib.data import ImageSet
 
     test, distorted, _ = _distorted_test(variant, size)
-    return ImageSet((distorted * 255).round().to(torch.uint8), test.labels)
+    return ImageSet(_stored(distorted), test.labels)
+
+
+def _stored(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] as a test set keeps them: uint8, rounded."""
+    return (images * 255).round().to(torch.uint8)
 
 
 def oracle_test_set(variant: str, size: int | None = None):
@@ -292,11 +297,11 @@ def oracle_test_set(variant: str, size: int | None = None):
     from stnlib.distort import undo
 
     test, distorted, params = _distorted_test(variant, size)
-    stored = (distorted * 255).round() / 255  # exactly what the models are tested on
+    stored = _stored(distorted).float() / 255  # exactly what the models are tested on
     undone = torch.cat([undo(stored[i:i + 1000], variant,
                              {k: v[i:i + 1000] for k, v in params.items()})
                         for i in range(0, stored.shape[0], 1000)])
-    return ImageSet((undone * 255).round().to(torch.uint8), test.labels)
+    return ImageSet(_stored(undone), test.labels)
 
 
 def distorted_test_params(variant: str, size: int | None = None) -> dict[str, torch.Tensor]:
