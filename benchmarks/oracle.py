@@ -40,6 +40,9 @@ TABLE = Path(__file__).resolve().parents[1] / "results"  # the committed Table 1
 
 
 def load(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ValueError(f"--results {path} is a folder: name the JSON file, e.g. "
+                         "results/oracle.json")
     if not path.exists():
         return {"experiment": "the Table 1 CNN on digits undone by a perfect transformer",
                 "variants": {}}
@@ -104,23 +107,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-size", type=int, default=None, help="for tests only")
     parser.add_argument("--force", action="store_true", help="retrain variants already done")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ValueError as error:  # bad arguments or results file: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        print(f"error: --variants must name some of {', '.join(VARIANTS)}, got "
-              f"{args.variants!r}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--variants must name some of {', '.join(VARIANTS)}, got "
+                         f"{args.variants!r}")
     if args.epochs < 1 or args.threads < 1:
-        print("error: --epochs and --threads must be positive", file=sys.stderr)
-        return 2
+        raise ValueError("--epochs and --threads must be positive")
+    for name in ("train_size", "test_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
+                             f"{getattr(args, name)}")
     budget = paper.Budget(epochs=args.epochs, threads=args.threads,
                           train_size=args.train_size, test_size=args.test_size)
     path = Path(args.results)
-    try:
-        done = load(path)["variants"]
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    done = load(path)["variants"]
     for variant in variants:
         if variant in done and not args.force:
             print(f"{variant}: done already ({done[variant]['error_pct']:.2f}% error), "

@@ -42,6 +42,10 @@ def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
     assert "error: --variants must name some of none, R, RTS, P, TC" in capsys.readouterr().err
     assert script.main(["--variants", "R", "--epochs", "0", "--results", str(path)]) == 2
     assert "must be positive" in capsys.readouterr().err
+    assert script.main(["--variants", "R", "--train-size", "0", "--results", str(path)]) == 2
+    assert "error: --train-size must be positive, got 0" in capsys.readouterr().err
+    assert script.main(["--variants", "R", "--results", str(tmp_path)]) == 2
+    assert "is a folder: name the JSON file" in capsys.readouterr().err
     path.write_text("{ broken")
     assert script.main(["--variants", "R", "--results", str(path)]) == 2
     assert "is not readable JSON" in capsys.readouterr().err
