@@ -312,6 +312,74 @@ def distorted_test_params(variant: str, size: int | None = None) -> dict[str, to
     return _distorted_test(variant, size)[2]
 
 
+def grid_turn(grid: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """How far a sampling grid followed by a distortion leaves the digit turned, in degrees.
+
+    ``grid`` (N, H, W, 2) says where each output pixel reads the distorted canvas
+    (normalized, ``align_corners=False``); ``matrix`` (N, 3, 3) maps the canvas to the
+    undistorted digit (:func:`stnlib.distort.distortion_matrix`). Together they map the
+    output's pixels into the digit. The rotation of the similarity closest to that map
+    (least squares over the pixels), taken in the direction digit -> output, is the turn
+    the classifier still sees, in the convention of the drawn ``angle``: 0 when the grid
+    undoes the distortion's turn, the drawn angle when it is the identity. Shape (N,).
+    """
+    n, height, width, _ = grid.shape
+    points = grid.reshape(n, -1, 2).to(torch.float64)
+    points = torch.cat([points, torch.ones_like(points[..., :1])], -1) @ matrix.transpose(1, 2)
+    points = points[..., :2] / points[..., 2:]  # (N, HW, 2) digit coordinates
+    ys = (torch.arange(height, dtype=torch.float64) * 2 + 1) / height - 1
+    xs = (torch.arange(width, dtype=torch.float64) * 2 + 1) / width - 1
+    ref = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
+    ref, points = ref - ref.mean(0), points - points.mean(1, keepdim=True)
+    # points ~ z * ref as complex numbers: z's angle is the rotation output -> digit.
+    ref_z = torch.complex(ref[:, 0], ref[:, 1])
+    z = (torch.complex(points[..., 0], points[..., 1]) * ref_z.conj()).sum(1)
+    return -torch.rad2deg(torch.angle(z))
+
+
+def remaining_turn(model: PaperNet, variant: str = "R", size: int | None = None,
+                   batch_size: int = 1000) -> dict[str, torch.Tensor]:
+    """What a trained ST model leaves of each turn in the fixed test set of R or RTS.
+
+    Returns ``{"drawn": (N,), "remaining": (N,), "correct": (N,) bool}``: the angle each
+    test digit was turned by, the turn still left in the transformer's output
+    (:func:`grid_turn`; 0 = fully undone) and whether the model classified it right.
+    :func:`undone_fraction` sums it up in one number.
+    """
+    from stnlib.distort import distortion_matrix
+
+    if variant not in ("R", "RTS"):
+        raise ValueError(f"variant must be 'R' or 'RTS' (the turned ones), got {variant!r}")
+    if not isinstance(model, PaperNet) or not model.transformer:
+        raise ValueError("model must be a PaperNet with a spatial transformer, e.g. "
+                         "load_checkpoint('results/checkpoints/stcnn-aff_R.pt')")
+    test, distorted, params = _distorted_test(variant, size)
+    images = _stored(distorted).float() / 255  # exactly what the models are tested on
+    matrix = distortion_matrix(variant, params)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    turns, predictions = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            batch = images[i:i + batch_size].to(device)
+            turns.append(grid_turn(model.sampling_grid(batch).cpu(), matrix[i:i + batch_size]))
+            predictions.append(model(batch).argmax(1).cpu())
+    model.train(was_training)
+    return {"drawn": params["angle"], "remaining": torch.cat(turns),
+            "correct": torch.cat(predictions) == test.labels}
+
+
+def undone_fraction(drawn: torch.Tensor, remaining: torch.Tensor) -> float:
+    """The share of the drawn turn a transformer undoes: ``1 - slope`` of the least-squares
+    line ``remaining ~ slope * drawn + offset`` (1: all of it, 0: none). An offset (a
+    turn every digit keeps) is not counted against it: the classifier can learn it."""
+    drawn, remaining = drawn.to(torch.float64), remaining.to(torch.float64)
+    centred = drawn - drawn.mean()
+    slope = (centred * (remaining - remaining.mean())).sum() / (centred ** 2).sum()
+    return float(1 - slope)
+
+
 def distorted_test_ink_kept(variant: str, size: int | None = None) -> torch.Tensor:
     """How much of each digit's ink the fixed test set of ``variant`` keeps on the canvas:
     (N,) float64 in [0, 1], in the order of :func:`distorted_test_set` (same draws).
@@ -350,6 +418,7 @@ class Budget:
     lr: float = 2e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0  # decoupled with "adamw", L2 in the loss with "adam" and "sgd"
+    loc_lr_scale: float = 1.0  # the localisation network's lr is lr * loc_lr_scale
     schedule: str = "onecycle"
     seed: int = 0
     sampler: str = "stnlib"
@@ -435,7 +504,8 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {cell} | {r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
             f"{r['epochs']} | "
             f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']}"
-            f"{' wd ' + str(r['weight_decay']) if r.get('weight_decay') else ''} | {r['lr']} | "
+            f"{' wd ' + str(r['weight_decay']) if r.get('weight_decay') else ''} | {r['lr']}"
+            f"{' (loc x' + str(r['loc_lr_scale']) + ')' if r.get('loc_lr_scale') else ''} | "
             f"{r['seed']} | {r['sampler']} | {r.get('device', 'cpu')} | {r['train_s']:.0f} | "
             f"{r['test_images']} |")
     retrained = [c for c in CELLS if cells.get(c, {}).get("earlier")]
@@ -480,9 +550,17 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     test_set = distorted_test_set(variant, budget.test_size)
     name = f"{model_key}_{variant}"
     run_path = Path(results_dir) / "runs" / f"{name}.pt"
+    lr_scales = None
+    if budget.loc_lr_scale != 1:
+        if model.transformer is None:
+            raise ValueError(f"loc_lr_scale={budget.loc_lr_scale}: cell {cell} has no "
+                             "localisation network; leave it at 1 for models without a "
+                             "spatial transformer")
+        lr_scales = {"localisation": budget.loc_lr_scale}
     history = fit(model, train_set, None, epochs=budget.epochs, batch_size=budget.batch_size,
                   lr=budget.lr, optimizer=budget.optimizer, schedule=budget.schedule,
-                  weight_decay=budget.weight_decay, seed=budget.seed, checkpoint=run_path,
+                  weight_decay=budget.weight_decay, lr_scales=lr_scales, seed=budget.seed,
+                  checkpoint=run_path,
                   resume=True, progress=progress,
                   train_transform=train_transform(variant), threads=budget.threads)
     start = time.perf_counter()
@@ -499,6 +577,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         "steps": history.steps, "batch_size": min(budget.batch_size, len(train_set)),
         "train_images": len(train_set), "optimizer": budget.optimizer,
         "schedule": budget.schedule, "lr": budget.lr, "weight_decay": budget.weight_decay,
+        **({"loc_lr_scale": budget.loc_lr_scale} if lr_scales else {}),
         "sampler": budget.sampler,
         "threads": budget.threads, "device": _device_name(device),
         "train_s": round(history.train_s, 1),
@@ -574,7 +653,7 @@ def _main(args: argparse.Namespace) -> int:
     # Only the options given replace the base budget: a given 0 reaches fit's checks.
     given = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  optimizer=args.optimizer, schedule=args.schedule,
-                 weight_decay=args.weight_decay,
+                 weight_decay=args.weight_decay, loc_lr_scale=args.loc_lr_scale,
                  train_size=args.train_size, test_size=args.test_size)
     budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
                      device=check_device(args.device),
@@ -615,6 +694,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--schedule", choices=("onecycle", "step", "constant"), default=None)
     parser.add_argument("--weight-decay", type=float, default=None,
                         help="decoupled with --optimizer adamw (default 0: none)")
+    parser.add_argument("--loc-lr-scale", type=float, default=None,
+                        help="multiply the localisation network's learning rate by this "
+                             "(default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="stnlib",
                         help="'torch' is the opt-in fast path (same result within 1e-5)")

@@ -20,7 +20,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,9 +178,30 @@ def lr_at(step: int, total_steps: int, lr: float, schedule: str) -> float:
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
-def _optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float
-               ) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def _owner(name: str, prefixes: Mapping[str, float]) -> str | None:
+    """The longest key of ``prefixes`` naming ``name`` or a submodule holding it."""
+    owners = [k for k in prefixes if name == k or name.startswith(k + ".")]
+    return max(owners, key=len) if owners else None
+
+
+def param_groups(model: nn.Module, lr_scales: Mapping[str, float] | None = None
+                 ) -> list[dict[str, Any]]:
+    """The trainable parameters of ``model`` as optimizer groups, each with an
+    ``"lr_scale"``: the learning rate of a parameter whose name starts with a key of
+    ``lr_scales`` (a submodule such as ``"localisation"``) is multiplied by its value
+    (the longest matching key wins); every other parameter keeps scale 1."""
+    lr_scales = dict(lr_scales or {})
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            owner = _owner(name, lr_scales)
+            groups.setdefault(1.0 if owner is None else float(lr_scales[owner]), []).append(param)
+    return [{"params": params, "lr_scale": scale} for scale, params in groups.items()]
+
+
+def _optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float,
+               lr_scales: Mapping[str, float] | None = None) -> torch.optim.Optimizer:
+    params = param_groups(model, lr_scales)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
@@ -250,6 +271,7 @@ def fit(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     label_smoothing: float = 0.0,
+    lr_scales: Mapping[str, float] | None = None,
     seed: int = 0,
     checkpoint: str | Path | None = None,
     resume: bool = False,
@@ -277,6 +299,9 @@ def fit(
         optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (Nesterov momentum ``momentum``).
         schedule: ``"onecycle"``, ``"step"`` or ``"constant"``, see :func:`lr_at`.
         weight_decay, label_smoothing: the usual regularisers (0 = off).
+        lr_scales: learning-rate multipliers by submodule, e.g. ``{"localisation": 0.1}``
+            trains the parameters under ``model.localisation`` at a tenth of the schedule's
+            rate (see :func:`param_groups`). Each key must name parameters of ``model``.
         seed: seeds the shuffling, ``train_transform``'s generator and torch's global
             generator inside the run (dropout), which is forked: the caller's random
             state is untouched. Same seed and settings -> identical weights.
@@ -307,7 +332,7 @@ def fit(
         ValueError / TypeError: bad arguments, or a checkpoint from different settings.
     """
     _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimizer, schedule,
-                    max_steps, train_transform, weight_decay)
+                    max_steps, train_transform, weight_decay, lr_scales)
     style = progress_style(progress)
     batch_size = min(int(batch_size), len(train_set))
     lr = float(DEFAULT_LR[optimizer] if lr is None else lr)
@@ -319,11 +344,13 @@ def fit(
                     momentum=float(momentum), label_smoothing=float(label_smoothing),
                     seed=int(seed), train_size=len(train_set),
                     train_transform=describe_transform(train_transform))
+    if lr_scales:  # absent otherwise, so checkpoints written before it still resume
+        fit_args["lr_scales"] = {str(k): float(v) for k, v in sorted(lr_scales.items())}
     device = _device(model)
     channels_last = bool(channels_last) and len(train_set.image_shape) == 3  # 2D images only
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = _optimizer(model, optimizer, lr, float(weight_decay), float(momentum))
+    opt = _optimizer(model, optimizer, lr, float(weight_decay), float(momentum), lr_scales)
 
     with _training_context(seed, threads, deterministic):
         generator = torch.Generator().manual_seed(int(seed))
@@ -392,7 +419,7 @@ def fit(
                     labels = labels.to(device)
                     lr_now = lr_at(step, total_steps, lr, schedule)
                     for group in opt.param_groups:
-                        group["lr"] = lr_now
+                        group["lr"] = lr_now * group.get("lr_scale", 1.0)
                     logits = _logits(model(images))
                     loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
                     if not torch.isfinite(loss):
@@ -458,7 +485,7 @@ def _zero_sums() -> dict[str, float]:
 
 
 def _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimizer, schedule,
-                    max_steps, train_transform, weight_decay=0.0) -> None:
+                    max_steps, train_transform, weight_decay=0.0, lr_scales=None) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if next(model.parameters(), None) is None:
@@ -489,6 +516,25 @@ def _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimize
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if train_transform is not None and not callable(train_transform):
         raise TypeError("train_transform must be callable as f(images, generator) -> images")
+    if lr_scales is not None:
+        _check_lr_scales(model, lr_scales)
+
+
+def _check_lr_scales(model: nn.Module, lr_scales: Any) -> None:
+    if not isinstance(lr_scales, Mapping):
+        raise TypeError(f"lr_scales must be a dict such as {{'localisation': 0.1}}, got "
+                        f"{type(lr_scales).__name__}")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for key, scale in lr_scales.items():
+        if not isinstance(key, str) or not any(n == key or n.startswith(key + ".")
+                                               for n in names):
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ValueError(f"lr_scales key {key!r} names no trainable parameter of the "
+                             f"model; its submodules are {', '.join(tops)}")
+        if (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                or not 0 < scale < math.inf):
+            raise ValueError(f"lr_scales[{key!r}] must be a positive finite number, got "
+                             f"{scale!r}")
 
 
 def describe_transform(transform: Transform | None) -> str | None:

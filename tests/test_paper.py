@@ -392,3 +392,64 @@ def test_committed_results_are_readable_and_their_markdown_is_current(path):
 
 def test_committed_results_include_the_cpu_table():
     assert [p.parent.name for p in COMMITTED].count("results") == 1
+
+
+def test_cli_loc_lr_scale_is_used_recorded_and_shown(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    common = ["paper", "--fast", "--no-progress", "--sampler", "torch"]
+    args = parser.parse_args([*common, "--cells", "stcnn-aff/R", "--results",
+                              str(tmp_path / "a"), "--loc-lr-scale", "0.1"])
+    assert args.func(args) == 0
+    record = paper.load_results(tmp_path / "a")["cells"]["stcnn-aff/R"]
+    assert record["loc_lr_scale"] == 0.1
+    assert "| 0.002 (loc x0.1) |" in (tmp_path / "a" / "table1.md").read_text()
+    args = parser.parse_args([*common, "--cells", "stcnn-aff/R", "--results",
+                              str(tmp_path / "b")])
+    assert args.func(args) == 0
+    plain = paper.load_results(tmp_path / "b")["cells"]["stcnn-aff/R"]
+    assert "loc_lr_scale" not in plain and "(loc x" not in (tmp_path / "b" / "table1.md"
+                                                             ).read_text()
+    assert plain["final_train_loss"] != record["final_train_loss"]  # it was used
+    for cell, value, message in (
+            ("cnn/R", "0.1", "cell cnn/R has no localisation network"),
+            ("stcnn-aff/R", "0", "lr_scales['localisation'] must be a positive finite")):
+        args = parser.parse_args([*common, "--cells", cell, "--results", str(tmp_path / "c"),
+                                  "--loc-lr-scale", value])
+        assert args.func(args) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["R", "RTS"])
+def test_remaining_turn_is_the_drawn_angle_through_an_identity_transformer(variant, mnist):
+    model = cell_model(f"stcnn-aff/{variant}", sampler="torch")
+    result = paper.remaining_turn(model, variant, size=40, batch_size=16)
+    assert result["drawn"].shape == result["remaining"].shape == result["correct"].shape == (40,)
+    assert result["drawn"].abs().max() > 20
+    torch.testing.assert_close(result["remaining"], result["drawn"], atol=1e-6, rtol=0)
+    assert paper.undone_fraction(result["drawn"], result["remaining"]) == pytest.approx(
+        0, abs=1e-9)
+
+
+def test_grid_turn_is_zero_through_the_perfect_transformer_and_sees_partial_turns():
+    from stnlib.distort import distortion_matrix
+
+    angle = torch.tensor([-80.0, -30.0, 0.0, 45.0, 90.0], dtype=torch.float64)
+    matrix = distortion_matrix("R", {"angle": angle})
+    for share in (1.0, 0.5, 0.0):  # undo this share of each turn, through the grid
+        undo = distortion_matrix("R", {"angle": share * angle}).inverse()[:, :2]
+        grid = stnlib.affine_grid(undo, (5, 1, 28, 28), align_corners=False)
+        torch.testing.assert_close(paper.grid_turn(grid, matrix), (1 - share) * angle,
+                                   atol=1e-6, rtol=0)
+
+
+def test_undone_fraction_and_remaining_turn_bad_input():
+    drawn = torch.linspace(-90, 90, 50, dtype=torch.float64)
+    assert paper.undone_fraction(drawn, 0.25 * drawn + 7) == pytest.approx(0.75)
+    assert paper.undone_fraction(drawn, torch.full_like(drawn, 3.0)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="variant must be 'R' or 'RTS'"):
+        paper.remaining_turn(cell_model("stcnn-aff/P", sampler="torch"), "P", size=4)
+    with pytest.raises(ValueError, match="PaperNet with a spatial transformer"):
+        paper.remaining_turn(cell_model("cnn/R", sampler="torch"), "R", size=4)

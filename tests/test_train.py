@@ -229,3 +229,53 @@ def test_train_model_fast_on_mnist(mnist):
                                  train_set=train.subset(512), test_set=test.subset(256),
                                  epochs=1, batch_size=64)
     assert history.completed and history.train_loss[0] < 2.3 and 0 <= history.test_acc[0] <= 1
+
+
+def test_param_groups_scale_by_submodule_longest_key_wins():
+    from stnlib.train import param_groups
+
+    model = tiny_stcnn()
+    groups = param_groups(model, {"transformer": 0.5, "transformer.localization.head": 0.1})
+    by_scale = {g["lr_scale"]: {id(p) for p in g["params"]} for g in groups}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[i] for i in by_scale[0.1]} == {n for n in names.values()
+                                                  if n.startswith("transformer.localization.head.")}
+    assert all(names[i].startswith("transformer.localization.features.") for i in by_scale[0.5])
+    assert all(names[i].startswith("classifier.") for i in by_scale[1.0])
+    assert sum(len(g["params"]) for g in groups) == len(names)
+    assert [g["lr_scale"] for g in param_groups(model)] == [1.0]  # one group, as before
+
+
+def test_lr_scales_scale_the_step_of_their_submodule_only():
+    """Adam's first step moves every weight with a gradient by about lr: a tenth of that
+    under a scale of 0.1. With 'transformer' scaled, the classifier's steps are unchanged."""
+    train = blobs(64, size=20)
+    model, before = tiny_stcnn(), tiny_stcnn()
+    fit(model, train, epochs=1, batch_size=64, lr=1e-2, schedule="constant", progress=False,
+        lr_scales={"transformer": 0.1}, threads=1)
+    steps = {n: (p - q).abs().max().item() for (n, p), q in
+             zip(model.named_parameters(), before.parameters(), strict=True)}
+    head = steps["transformer.localization.head.3.bias"]
+    assert head == pytest.approx(1e-3, rel=1e-2)
+    assert max(v for n, v in steps.items() if n.startswith("transformer.")) < 1.01e-3
+    assert max(v for n, v in steps.items() if n.startswith("classifier.")) == pytest.approx(
+        1e-2, rel=1e-2)
+
+
+def test_lr_scales_bad_input_and_resume_rules(tmp_path):
+    train, path = blobs(64, size=20), tmp_path / "run.pt"
+    with pytest.raises(ValueError, match="'localisation' names no trainable parameter.*"
+                                         "classifier, transformer"):
+        fit(tiny_stcnn(), train, lr_scales={"localisation": 0.1}, **FIT)
+    for bad in (0, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match=r"lr_scales\['transformer'\] must be a positive"):
+            fit(tiny_stcnn(), train, lr_scales={"transformer": bad}, **FIT)
+    with pytest.raises(TypeError, match="lr_scales must be a dict"):
+        fit(tiny_stcnn(), train, lr_scales=[("transformer", 0.1)], **FIT)
+    fit(tiny_stcnn(), train, checkpoint=path, max_steps=2, lr_scales={"transformer": 0.1},
+        **FIT)
+    with pytest.raises(ValueError, match="different settings.*lr_scales"):
+        fit(tiny_stcnn(), train, checkpoint=path, resume=True, **FIT)
+    resumed = fit(tiny_stcnn(), train, checkpoint=path, resume=True,
+                  lr_scales={"transformer": 0.1}, **FIT)
+    assert resumed.completed
