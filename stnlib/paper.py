@@ -106,11 +106,17 @@ def _fcn(side: int, hidden: int, outputs: int) -> nn.Sequential:
     )
 
 
-def _cnn(side: int, outputs: int) -> nn.Sequential:
-    out = _conv_side(_conv_side(side, 9), 7)
+#: How the CNN classifier's convolutions treat the border: "valid" (no padding, our
+#: reading of the appendix) or "same" (zero padding that keeps the size, an alternative).
+PADDINGS: tuple[str, ...] = ("valid", "same")
+
+
+def _cnn(side: int, outputs: int, padding: str = "valid") -> nn.Sequential:
+    same = padding == "same"
+    out = side // 4 if same else _conv_side(_conv_side(side, 9), 7)
     return nn.Sequential(
-        nn.Conv2d(1, 32, 9), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 7), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 32, 9, padding=4 if same else 0), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 7, padding=3 if same else 0), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(32 * out * out, outputs),
     )
 
@@ -136,6 +142,8 @@ class PaperNet(nn.Module):
         output_size: side of the transformer's output (what the classifier sees).
         sampler: ``"stnlib"`` (from scratch) or ``"torch"`` (opt-in fast path).
         seed: initial weights are drawn from it (torch's global random state is untouched).
+        padding: the CNN classifier's convolutions, ``"valid"`` (default: no padding, a
+            2x2x32 map before the last layer at 28x28) or ``"same"`` (7x7x32).
 
     Shapes: ``forward(input (N, 1, S, S) in [0, 1]) -> logits (N, 10)``;
     ``rectify(input) -> (N, 1, output_size, output_size)``, the transformer's output;
@@ -145,7 +153,7 @@ class PaperNet(nn.Module):
 
     def __init__(self, classifier: str = "cnn", transformer: str | None = None,
                  input_size: int = 28, output_size: int = 28, sampler: str = "stnlib",
-                 seed: int | None = 0) -> None:
+                 seed: int | None = 0, padding: str = "valid") -> None:
         super().__init__()
         if classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
@@ -153,12 +161,19 @@ class PaperNet(nn.Module):
             raise ValueError(f"transformer must be None or one of {tuple(TRANSFORMERS)}, "
                              f"got {transformer!r}")
         check_sampler(sampler)
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        if padding != "valid" and classifier != "cnn":
+            raise ValueError(f"padding={padding!r} is for the CNN classifier; an FCN has no "
+                             "convolutions (leave padding='valid')")
         if int(input_size) < 28 or int(output_size) < 28:
             raise ValueError(f"input_size and output_size must be >= 28 pixels, got "
                              f"{input_size} and {output_size}")
         self.config = {"classifier": classifier, "transformer": transformer,
                        "input_size": int(input_size), "output_size": int(output_size),
                        "sampler": sampler, "seed": seed}
+        if padding != "valid":  # absent otherwise: checkpoints written before it still load
+            self.config["padding"] = padding
         self.transformer, self.sampler = transformer, sampler
         self.input_size = int(input_size)
         side = int(output_size) if transformer else int(input_size)
@@ -168,7 +183,8 @@ class PaperNet(nn.Module):
                 self.localisation = _localisation(classifier, self.input_size,
                                                   TRANSFORMERS[transformer])
                 identity_init_(self.localisation[-1], identity_params(transformer))
-            self.classifier = _fcn(side, 64, 10) if classifier == "fcn" else _cnn(side, 10)
+            self.classifier = (_fcn(side, 64, 10) if classifier == "fcn"
+                               else _cnn(side, 10, padding))
 
     def _check(self, input: torch.Tensor) -> None:
         expected = (1, self.input_size, self.input_size)
@@ -260,7 +276,8 @@ def select_cells(patterns: str | None, option: str = "--cells") -> list[str]:
     return chosen
 
 
-def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0) -> PaperNet:
+def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0,
+               padding: str = "valid") -> PaperNet:
     """The untrained model of a cell, e.g. ``cell_model("stcnn-tps/RTS")``."""
     from stnlib.distort import OUTPUT_SIZE
 
@@ -269,7 +286,7 @@ def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0) -> PaperNet:
     model, variant = cell.split("/")
     classifier, transformer = MODELS[model]
     return PaperNet(classifier, transformer, input_size=OUTPUT_SIZE[variant], output_size=28,
-                    sampler=sampler, seed=seed)
+                    sampler=sampler, seed=seed, padding=padding)
 
 
 def distorted_test_set(variant: str, size: int | None = None):
@@ -419,6 +436,7 @@ class Budget:
     optimizer: str = "adam"
     weight_decay: float = 0.0  # decoupled with "adamw", L2 in the loss with "adam" and "sgd"
     loc_lr_scale: float = 1.0  # the localisation network's lr is lr * loc_lr_scale
+    padding: str = "valid"  # the CNN classifier's convolutions (PADDINGS)
     schedule: str = "onecycle"
     seed: int = 0
     sampler: str = "stnlib"
@@ -501,7 +519,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         if r.get("status") != "done":
             continue
         lines.append(
-            f"| {cell} | {r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
+            f"| {cell}{' (same-padded CNN)' if r.get('padding') == 'same' else ''} | "
+            f"{r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
             f"{r['epochs']} | "
             f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']}"
             f"{' wd ' + str(r['weight_decay']) if r.get('weight_decay') else ''} | {r['lr']}"
@@ -543,7 +562,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
 
     model_key, variant = cell.split("/")
     device = check_device(budget.device)
-    model = cell_model(cell, budget.sampler, budget.seed).to(device)
+    model = cell_model(cell, budget.sampler, budget.seed, budget.padding).to(device)
     train_set = mnist(train=True)
     if budget.train_size is not None:
         train_set = train_set.subset(budget.train_size)
@@ -578,6 +597,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         "train_images": len(train_set), "optimizer": budget.optimizer,
         "schedule": budget.schedule, "lr": budget.lr, "weight_decay": budget.weight_decay,
         **({"loc_lr_scale": budget.loc_lr_scale} if lr_scales else {}),
+        **({"padding": budget.padding} if budget.padding != "valid" else {}),
         "sampler": budget.sampler,
         "threads": budget.threads, "device": _device_name(device),
         "train_s": round(history.train_s, 1),
@@ -656,6 +676,7 @@ def _main(args: argparse.Namespace) -> int:
                  weight_decay=args.weight_decay, loc_lr_scale=args.loc_lr_scale,
                  train_size=args.train_size, test_size=args.test_size)
     budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
+                     padding=args.padding,
                      device=check_device(args.device),
                      **{k: v for k, v in given.items() if v is not None})
     results_dir = Path(args.results or (_FAST_RESULTS if fast else "results"))
@@ -697,6 +718,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loc-lr-scale", type=float, default=None,
                         help="multiply the localisation network's learning rate by this "
                              "(default 1)")
+    parser.add_argument("--padding", choices=PADDINGS, default="valid",
+                        help="the CNN classifier's convolutions: 'valid' (default, no "
+                             "padding) or 'same' (zero padding that keeps the size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="stnlib",
                         help="'torch' is the opt-in fast path (same result within 1e-5)")

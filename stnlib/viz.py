@@ -468,6 +468,57 @@ def error_by_group_figure(values, wrong, edges, xlabel: str,
     return fig
 
 
+def remaining_turn_figure(turns, bin_degrees: float = 10.0, title: str | None = None):
+    """How much of each drawn turn the transformers leave, one line per model.
+
+    ``turns``: ``{name: {"drawn": (N,), "remaining": (N,)}}`` in degrees (what
+    :func:`stnlib.paper.remaining_turn` returns). Each line is the mean remaining turn of
+    the digits in one ``bin_degrees`` wide bin of the drawn angle, the band +-1 standard
+    deviation; the legend gives :func:`stnlib.paper.undone_fraction`. The dashed
+    diagonal is no transformer at all, the dotted zero line a perfect one.
+    """
+    import numpy as np
+    import torch
+
+    from stnlib.paper import undone_fraction
+
+    if not turns:
+        raise ValueError("turns is empty: pass {name: paper.remaining_turn(model, 'R')}")
+    if not bin_degrees > 0:
+        raise ValueError(f"bin_degrees must be > 0, got {bin_degrees!r}")
+    fig = _figure(5.6, 3.4)
+    ax = fig.subplots()
+    limit = 0.0
+    for name, result in turns.items():
+        drawn = torch.as_tensor(result["drawn"], dtype=torch.float64).cpu()
+        remaining = torch.as_tensor(result["remaining"], dtype=torch.float64).cpu()
+        if drawn.dim() != 1 or drawn.shape != remaining.shape or len(drawn) < 2:
+            raise ValueError(f"turns[{name!r}]: 'drawn' and 'remaining' must be (N,) tensors "
+                             f"of one length N >= 2, got {tuple(drawn.shape)} and "
+                             f"{tuple(remaining.shape)}")
+        limit = max(limit, float(drawn.abs().max()))
+        index = torch.floor(drawn / bin_degrees).long()
+        centres, means, sds = [], [], []
+        for b in index.unique().tolist():
+            chosen = remaining[index == b]
+            centres.append((b + 0.5) * bin_degrees)
+            means.append(float(chosen.mean()))
+            sds.append(float(chosen.std()) if len(chosen) > 1 else 0.0)
+        centres, means, sds = map(np.asarray, (centres, means, sds))
+        line, = ax.plot(centres, means, marker=".",
+                        label=f"{name}: undoes {100 * undone_fraction(drawn, remaining):.0f}%")
+        ax.fill_between(centres, means - sds, means + sds, color=line.get_color(), alpha=0.15)
+    ends = np.array([-limit, limit])
+    ax.plot(ends, ends, color="gray", ls="--", lw=1, label="no transformer")
+    ax.axhline(0, color="black", ls=":", lw=1, label="perfect transformer")
+    ax.set_xlabel("drawn turn (degrees)")
+    ax.set_ylabel("turn left in the output (degrees)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
 def warp_grids_figure(grids, every: int = 3, size: float = 2.2):
     """The lines of sampling grids, one panel each: where a regular output grid reads.
 

@@ -453,3 +453,55 @@ def test_undone_fraction_and_remaining_turn_bad_input():
         paper.remaining_turn(cell_model("stcnn-aff/P", sampler="torch"), "P", size=4)
     with pytest.raises(ValueError, match="PaperNet with a spatial transformer"):
         paper.remaining_turn(cell_model("cnn/R", sampler="torch"), "R", size=4)
+
+
+def test_remaining_turn_figure_bins_the_turns_and_names_the_share_undone():
+    from stnlib import viz
+
+    drawn = torch.tensor([-85.0, -80.0, -5.0, 5.0, 80.0, 88.0], dtype=torch.float64)
+    figure = viz.remaining_turn_figure({"half": {"drawn": drawn, "remaining": drawn / 2}},
+                                       bin_degrees=30)
+    ax = figure.axes[0]
+    xs, ys = ax.lines[0].get_data()
+    assert list(xs) == [-75.0, -15.0, 15.0, 75.0]  # bins [-90,-60), [-30,0), [0,30), [60,90)
+    assert list(ys) == pytest.approx([-41.25, -2.5, 2.5, 42.0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "half: undoes 50%", "no transformer", "perfect transformer"]
+    with pytest.raises(ValueError, match="turns is empty"):
+        viz.remaining_turn_figure({})
+    with pytest.raises(ValueError, match=r"turns\['x'\]: 'drawn' and 'remaining' must be"):
+        viz.remaining_turn_figure({"x": {"drawn": drawn, "remaining": drawn[:3]}})
+
+
+def test_same_padding_keeps_the_classifier_map_7x7_and_round_trips(tmp_path):
+    valid, same = cell_model("stcnn-aff/R", sampler="torch"), cell_model(
+        "stcnn-aff/R", sampler="torch", padding="same")
+    assert valid.classifier[-1].in_features == 32 * 2 * 2
+    assert same.classifier[-1].in_features == 32 * 7 * 7
+    assert "padding" not in valid.config and same.config["padding"] == "same"
+    assert cell_model("cnn/RTS", padding="same")(torch.rand(2, 1, 42, 42)).shape == (2, 10)
+    images = torch.rand(3, 1, 28, 28)
+    save_checkpoint(tmp_path / "same.pt", same)
+    loaded = load_checkpoint(tmp_path / "same.pt")
+    assert loaded.config == same.config
+    torch.testing.assert_close(loaded(images), same(images))
+    with pytest.raises(ValueError, match="padding='same' is for the CNN classifier"):
+        cell_model("stfcn-aff/R", padding="same")
+    with pytest.raises(ValueError, match="padding must be one of"):
+        PaperNet("cnn", "aff", padding="full")
+
+
+def test_cli_padding_is_used_recorded_and_shown(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "cnn/R",
+                              "--results", str(tmp_path), "--padding", "same",
+                              "--keep-checkpoints", "cnn/R"])
+    assert args.func(args) == 0
+    record = paper.load_results(tmp_path)["cells"]["cnn/R"]
+    assert record["padding"] == "same" and record["parameters"] == sum(
+        p.numel() for p in cell_model("cnn/R", padding="same").parameters())
+    assert "| cnn/R (same-padded CNN) |" in (tmp_path / "table1.md").read_text()
+    assert load_checkpoint(tmp_path / "checkpoints" / "cnn_R.pt").config["padding"] == "same"
