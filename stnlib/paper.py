@@ -28,7 +28,11 @@ distortions are drawn afresh for every batch (``train_transform``); test sets ar
 Where our reading may differ from the paper: its ST-CNN localisation network may start
 with a 2x2 max-pool of the input and have no hidden fully connected layer, and for RTS / TC
 it may keep the transformer's output at the input size and average-pool it by 2 before the
-classifier; we resample straight to 28x28 instead.
+classifier; we resample straight to 28x28 instead. Its convolutions may be zero-padded:
+``padding="same"`` (``--padding same``) builds that CNN (a 7x7x32 map before the last
+layer instead of 2x2x32) for comparison; the table's cells use ``"valid"``.
+
+How far a trained transformer undoes the turns of R and RTS: :func:`remaining_turn`.
 
 Command line: ``python -m stnlib paper --cells 'stcnn-*/R,cnn/R' --steps 3000``.
 """
