@@ -178,9 +178,14 @@ def lr_at(step: int, total_steps: int, lr: float, schedule: str) -> float:
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
+def _holds(key: str, name: str) -> bool:
+    """Whether parameter ``name`` is ``key`` or lies in the submodule ``key``."""
+    return name == key or name.startswith(key + ".")
+
+
 def _owner(name: str, prefixes: Mapping[str, float]) -> str | None:
-    """The longest key of ``prefixes`` naming ``name`` or a submodule holding it."""
-    owners = [k for k in prefixes if name == k or name.startswith(k + ".")]
+    """The longest key of ``prefixes`` holding parameter ``name``."""
+    owners = [k for k in prefixes if _holds(k, name)]
     return max(owners, key=len) if owners else None
 
 
@@ -526,8 +531,7 @@ def _check_lr_scales(model: nn.Module, lr_scales: Any) -> None:
                         f"{type(lr_scales).__name__}")
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     for key, scale in lr_scales.items():
-        if not isinstance(key, str) or not any(n == key or n.startswith(key + ".")
-                                               for n in names):
+        if not isinstance(key, str) or not any(_holds(key, n) for n in names):
             tops = sorted({n.split(".")[0] for n in names})
             raise ValueError(f"lr_scales key {key!r} names no trainable parameter of the "
                              f"model; its submodules are {', '.join(tops)}")
