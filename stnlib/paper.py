@@ -367,7 +367,9 @@ def remaining_turn(model: PaperNet, variant: str = "R", size: int | None = None,
     (:func:`grid_turn`; 0 = fully undone) and whether the model classified it right.
     :func:`undone_fraction` sums it up in one number.
     """
+    from stnlib.data import ImageSet
     from stnlib.distort import distortion_matrix
+    from stnlib.train import predict
 
     if variant not in ("R", "RTS"):
         raise ValueError(f"variant must be 'R' or 'RTS' (the turned ones), got {variant!r}")
@@ -375,20 +377,15 @@ def remaining_turn(model: PaperNet, variant: str = "R", size: int | None = None,
         raise ValueError("model must be a PaperNet with a spatial transformer, e.g. "
                          "load_checkpoint('results/checkpoints/stcnn-aff_R.pt')")
     test, distorted, params = _distorted_test(variant, size)
-    images = _stored(distorted).float() / 255  # exactly what the models are tested on
+    tested = ImageSet(_stored(distorted), test.labels)  # = distorted_test_set(variant, size)
     matrix = distortion_matrix(variant, params)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    turns, predictions = [], []
     with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            batch = images[i:i + batch_size].to(device)
-            turns.append(grid_turn(model.sampling_grid(batch).cpu(), matrix[i:i + batch_size]))
-            predictions.append(model(batch).argmax(1).cpu())
-    model.train(was_training)
+        turns = [grid_turn(model.sampling_grid(images.to(device)).cpu(),
+                           matrix[i * batch_size:(i + 1) * batch_size])
+                 for i, (images, _) in enumerate(tested.batches(batch_size))]
     return {"drawn": params["angle"], "remaining": torch.cat(turns),
-            "correct": torch.cat(predictions) == test.labels}
+            "correct": predict(model, tested, batch_size) == test.labels}
 
 
 def undone_fraction(drawn: torch.Tensor, remaining: torch.Tensor) -> float:
