@@ -30,6 +30,11 @@ on the canvas (P moves corners far enough to push part of some digits off it).
 :func:`undo` is the perfect transformer: it warps a distorted digit back with the inverse
 of the very matrix that distorted it, so a classifier trained on its output shows how well
 any transformer could do on a variant (:func:`oracle_transform`).
+
+A *turn curriculum* (``train_transform("R", turn_ramp=0.1)``) is an option of ours, not the
+paper's: the turns of R and RTS start at zero and widen linearly to their full range over
+the first ``turn_ramp`` of the training steps (``turn_scale`` multiplies each drawn angle;
+the random draws are the same, so ``turn_scale=1`` is the plain variant).
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ VARIANTS: tuple[str, ...] = ("R", "RTS", "P", "E", "TC")
 
 #: Output side length of each variant, in pixels.
 OUTPUT_SIZE: dict[str, int] = {"R": 28, "RTS": 42, "P": 28, "E": 28, "TC": 60}
+
+#: The variants with a turn, whose angles ``turn_scale`` shrinks (a turn curriculum).
+TURNED: tuple[str, ...] = ("R", "RTS")
 
 #: The ranges above, in one place (tests and the notebook read them from here).
 RANGES: dict[str, float] = {
@@ -123,8 +131,24 @@ def _convex(quads: torch.Tensor) -> torch.Tensor:
     return (turn > 0).all(dim=1)
 
 
-def draw_params(variant: str, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def _check_turn_scale(variant: str, turn_scale: float) -> float:
+    if isinstance(turn_scale, bool) or not isinstance(turn_scale, (int, float)):
+        raise TypeError(f"turn_scale must be a number in [0, 1], got {type(turn_scale)}")
+    if not 0 <= turn_scale <= 1:
+        raise ValueError(f"turn_scale must be in [0, 1] (0: no turn, 1: the full range), "
+                         f"got {turn_scale}")
+    if turn_scale != 1 and variant not in TURNED:
+        raise ValueError(f"turn_scale={turn_scale}: variant {variant!r} has no turn; only "
+                         f"{TURNED} do (leave turn_scale at 1)")
+    return float(turn_scale)
+
+
+def draw_params(variant: str, n: int, generator: torch.Generator,
+                turn_scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Draw the random parameters of ``n`` distortions (float64 tensors, pixels and degrees).
+
+    ``turn_scale`` (R and RTS only) multiplies every drawn angle: 0 gives no turn, 1 (the
+    default) the variant's full range; the draws themselves are the same whatever it is.
 
     Keys: R: ``angle``; RTS: ``angle``, ``scale``, ``shift`` (N, 2); P: ``scale``,
     ``corner_offsets`` (N, 4, 2); E: ``scale``, ``control_offsets`` (N, 16, 2);
@@ -135,11 +159,12 @@ def draw_params(variant: str, n: int, generator: torch.Generator) -> dict[str, t
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator (for example "
                         f"torch.Generator().manual_seed(0)), got {type(generator)}")
+    turn_scale = _check_turn_scale(variant, turn_scale)
     r = RANGES
     if variant == "R":
-        return {"angle": _uniform(n, -r["R_degrees"], r["R_degrees"], generator)}
+        return {"angle": _uniform(n, -r["R_degrees"], r["R_degrees"], generator) * turn_scale}
     if variant == "RTS":
-        angle = _uniform(n, -r["RTS_degrees"], r["RTS_degrees"], generator)
+        angle = _uniform(n, -r["RTS_degrees"], r["RTS_degrees"], generator) * turn_scale
         scale = _uniform(n, r["RTS_scale_min"], r["RTS_scale_max"], generator)
         room = (OUTPUT_SIZE["RTS"] - _DIGIT * scale) / 2  # the scaled box stays on the canvas
         shift = (2 * torch.rand(n, 2, generator=generator, dtype=torch.float64) - 1) * room[:, None]
@@ -261,7 +286,7 @@ def _paste_clutter(canvas: torch.Tensor, digits: torch.Tensor,
 
 def distort(
     images: torch.Tensor, variant: str, generator: torch.Generator,
-    *, return_params: bool = False,
+    *, return_params: bool = False, turn_scale: float = 1.0,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Distort a batch of digits with freshly drawn random parameters.
 
@@ -271,6 +296,8 @@ def distort(
         variant: one of ``VARIANTS``.
         generator: the only source of randomness (a CPU generator, whatever the device).
         return_params: also return the drawn parameters (see :func:`draw_params`).
+        turn_scale: R and RTS only: multiplies every drawn angle (0: no turn, 1: the
+            variant's full range; a turn curriculum, see :class:`TrainTransform`).
 
     Returns:
         distorted (B, 1, S, S) with ``S = OUTPUT_SIZE[variant]``, same dtype as the input
@@ -281,8 +308,8 @@ def distort(
     images = _check_images(images)
     # Drawn from the (CPU) generator, so a seed gives the same distortions on any device;
     # the warp itself runs where the images are (on a GPU, no CPU work per batch).
-    params = {name: value.to(images.device)
-              for name, value in draw_params(variant, images.shape[0], generator).items()}
+    params = {name: value.to(images.device) for name, value
+              in draw_params(variant, images.shape[0], generator, turn_scale).items()}
     grid = distortion_grid(variant, params).to(images.dtype)
     out = grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if variant == "TC":
@@ -324,23 +351,58 @@ class TrainTransform:
     """``transform(images, generator) -> distorted`` for ``stnlib.train.fit(train_transform=)``:
     fresh distortions of ``variant`` for every training batch, drawn from the training run's
     generator. Picklable and printable (``train_transform('E')``), so a checkpoint records
-    which distortion it was trained with and a later process can resume it."""
+    which distortion it was trained with and a later process can resume it.
 
-    def __init__(self, variant: str) -> None:
+    With ``turn_ramp`` > 0 (R and RTS) it is a turn curriculum: ``fit`` tells it the step
+    before each batch (:meth:`set_progress`), and the drawn angles are multiplied by
+    ``min(1, step / round(turn_ramp * total_steps))``: no turn at the first step, the full
+    range from ``turn_ramp`` of the way through training on. The step comes from ``fit``'s
+    own count, so a resumed run picks the curriculum up where it stopped."""
+
+    def __init__(self, variant: str, turn_ramp: float = 0.0) -> None:
         _check_variant(variant)
-        self.variant = variant
+        if isinstance(turn_ramp, bool) or not isinstance(turn_ramp, (int, float)):
+            raise TypeError(f"turn_ramp must be a number in [0, 1], got {type(turn_ramp)}")
+        if not 0 <= turn_ramp <= 1:
+            raise ValueError(f"turn_ramp must be in [0, 1] (the share of the training steps "
+                             f"over which the turns widen to their full range; 0: no "
+                             f"curriculum), got {turn_ramp}")
+        if turn_ramp and variant not in TURNED:
+            raise ValueError(f"turn_ramp={turn_ramp}: variant {variant!r} has no turn to "
+                             f"ramp; only {TURNED} do (leave it at 0)")
+        self.variant, self.turn_ramp = variant, float(turn_ramp)
+        self.step: int | None = None
+        self.total_steps: int | None = None
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Called by ``fit`` before each batch: ``step`` batches of ``total_steps`` done."""
+        self.step, self.total_steps = int(step), int(total_steps)
+
+    @property
+    def turn_scale(self) -> float:
+        """The factor on this batch's angles (1 without a curriculum)."""
+        if not self.turn_ramp:
+            return 1.0
+        if self.step is None or self.total_steps is None:
+            raise RuntimeError(f"{self!r} is a turn curriculum and needs the training step: "
+                               "pass it to stnlib.train.fit(train_transform=...), which calls "
+                               "set_progress(step, total_steps) before each batch")
+        ramp_steps = max(1, round(self.turn_ramp * self.total_steps))
+        return min(1.0, self.step / ramp_steps)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return distort(images, self.variant, generator)
+        return distort(images, self.variant, generator, turn_scale=self.turn_scale)
 
-    def __repr__(self) -> str:
-        return f"train_transform({self.variant!r})"
+    def __repr__(self) -> str:  # what a checkpoint records: the ramp only when there is one
+        ramp = f", turn_ramp={self.turn_ramp!r}" if self.turn_ramp else ""
+        return f"train_transform({self.variant!r}{ramp})"
 
 
-def train_transform(variant: str) -> TrainTransform:
+def train_transform(variant: str, turn_ramp: float = 0.0) -> TrainTransform:
     """``transform(images (B, 1, H, W), generator) -> distorted`` for
-    ``stnlib.train.fit(train_transform=)``: see :class:`TrainTransform`."""
-    return TrainTransform(variant)
+    ``stnlib.train.fit(train_transform=)``; ``turn_ramp`` > 0 (R, RTS) makes it a turn
+    curriculum. See :class:`TrainTransform`."""
+    return TrainTransform(variant, turn_ramp)
 
 
 def _check_invertible(variant: str) -> None:

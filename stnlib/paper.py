@@ -33,6 +33,9 @@ classifier; we resample straight to 28x28 instead. Its convolutions may be zero-
 layer instead of 2x2x32) for comparison; the table's cells use ``"valid"``.
 
 How far a trained transformer undoes the turns of R and RTS: :func:`remaining_turn`.
+A turn curriculum (``turn_ramp``, ``--turn-ramp F``; ours, not the paper's) trains R and
+RTS with turns that widen from none to the full range over the first ``F`` of the steps
+(:class:`stnlib.distort.TrainTransform`).
 
 Command line: ``python -m stnlib paper --cells 'stcnn-*/R,cnn/R' --steps 3000``.
 """
@@ -438,6 +441,7 @@ class Budget:
     weight_decay: float = 0.0  # decoupled with "adamw", L2 in the loss with "adam" and "sgd"
     loc_lr_scale: float = 1.0  # the localisation network's lr is lr * loc_lr_scale
     padding: str = "valid"  # the CNN classifier's convolutions (PADDINGS)
+    turn_ramp: float = 0.0  # R, RTS: turns widen from 0 to full over this share of the steps
     schedule: str = "onecycle"
     seed: int = 0
     sampler: str = "stnlib"
@@ -525,7 +529,8 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"{r['epochs']} | "
             f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']}"
             f"{' wd ' + str(r['weight_decay']) if r.get('weight_decay') else ''} | {r['lr']}"
-            f"{' (loc x' + str(r['loc_lr_scale']) + ')' if r.get('loc_lr_scale') else ''} | "
+            f"{' (loc x' + str(r['loc_lr_scale']) + ')' if r.get('loc_lr_scale') else ''}"
+            f"{' (turn ramp ' + str(r['turn_ramp']) + ')' if r.get('turn_ramp') else ''} | "
             f"{r['seed']} | {r['sampler']} | {r.get('device', 'cpu')} | {r['train_s']:.0f} | "
             f"{r['test_images']} |")
     retrained = [c for c in CELLS if cells.get(c, {}).get("earlier")]
@@ -577,12 +582,16 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
                              "localisation network; leave it at 1 for models without a "
                              "spatial transformer")
         lr_scales = {"localisation": budget.loc_lr_scale}
+    try:
+        transform = train_transform(variant, budget.turn_ramp)
+    except ValueError as error:
+        raise ValueError(f"cell {cell}: {error}") from None
     history = fit(model, train_set, None, epochs=budget.epochs, batch_size=budget.batch_size,
                   lr=budget.lr, optimizer=budget.optimizer, schedule=budget.schedule,
                   weight_decay=budget.weight_decay, lr_scales=lr_scales, seed=budget.seed,
                   checkpoint=run_path,
                   resume=True, progress=progress,
-                  train_transform=train_transform(variant), threads=budget.threads)
+                  train_transform=transform, threads=budget.threads)
     start = time.perf_counter()
     accuracy = evaluate(model, test_set)
     eval_s = time.perf_counter() - start
@@ -599,6 +608,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         "schedule": budget.schedule, "lr": budget.lr, "weight_decay": budget.weight_decay,
         **({"loc_lr_scale": budget.loc_lr_scale} if lr_scales else {}),
         **({"padding": budget.padding} if budget.padding != "valid" else {}),
+        **({"turn_ramp": budget.turn_ramp} if budget.turn_ramp else {}),
         "sampler": budget.sampler,
         "threads": budget.threads, "device": _device_name(device),
         "train_s": round(history.train_s, 1),
@@ -675,7 +685,7 @@ def _main(args: argparse.Namespace) -> int:
     given = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  optimizer=args.optimizer, schedule=args.schedule,
                  weight_decay=args.weight_decay, loc_lr_scale=args.loc_lr_scale,
-                 train_size=args.train_size, test_size=args.test_size)
+                 turn_ramp=args.turn_ramp, train_size=args.train_size, test_size=args.test_size)
     budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
                      padding=args.padding,
                      device=check_device(args.device),
@@ -719,6 +729,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loc-lr-scale", type=float, default=None,
                         help="multiply the localisation network's learning rate by this "
                              "(default 1)")
+    parser.add_argument("--turn-ramp", type=float, default=None,
+                        help="R and RTS: a turn curriculum; the turns widen from none to the "
+                             "full range over this share of the training steps (default 0: "
+                             "none)")
     parser.add_argument("--padding", choices=PADDINGS, default="valid",
                         help="the CNN classifier's convolutions: 'valid' (default, no "
                              "padding) or 'same' (zero padding that keeps the size)")

@@ -322,6 +322,9 @@ def fit(
             training batch, e.g. :class:`stnlib.data.RandomAffine` (fresh draws per batch).
             It gets the batch on the model's device and the run's CPU generator: draw
             on the CPU, warp on the device (as ``RandomAffine`` and ``distort`` do).
+            A transform with a ``set_progress(step, total_steps)`` method is told the
+            step before each batch (a curriculum, e.g. ``distort.train_transform("R",
+            turn_ramp=0.1)``); the step is fit's own, so a resumed run continues it.
         max_steps: stop after this many steps in total (saving a checkpoint); the schedule
             still spans ``epochs``, so resuming later finishes the same run.
         channels_last: feed 2D image batches in channels-last memory format (and convert
@@ -418,6 +421,8 @@ def fit(
                     index = order[pos * batch_size:(pos + 1) * batch_size]
                     images, labels = train_set.float_images(index), train_set.labels[index]
                     if train_transform is not None:  # on the model's device (a GPU: no CPU warp)
+                        if hasattr(train_transform, "set_progress"):  # a curriculum
+                            train_transform.set_progress(step, total_steps)
                         images = train_transform(images.to(device, non_blocking=True),
                                                  generator)
                     images = _to_device(images, device, channels_last)

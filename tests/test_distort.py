@@ -178,6 +178,66 @@ def test_train_transform_uses_the_given_generator():
         train_transform("X")
 
 
+@pytest.mark.parametrize("variant", ["R", "RTS"])
+def test_turn_scale_shrinks_only_the_drawn_angles(variant):
+    full = draw_params(variant, 200, torch.Generator().manual_seed(3))
+    for scale in (0.0, 0.25, 1.0):
+        scaled = draw_params(variant, 200, torch.Generator().manual_seed(3), turn_scale=scale)
+        assert set(scaled) == set(full)
+        for name in full:  # the same draws: only the angle changes, by exactly the factor
+            torch.testing.assert_close(scaled[name], full[name] * scale if name == "angle"
+                                       else full[name], atol=0, rtol=0)
+    images = _digits(8)
+    flat = distort(images, variant, torch.Generator().manual_seed(4), turn_scale=0.0)
+    no_turn = draw_params(variant, 8, torch.Generator().manual_seed(4), turn_scale=0.0)
+    assert (no_turn["angle"] == 0).all()
+    torch.testing.assert_close(
+        flat, grid_sample(images, distortion_grid(variant, no_turn).float(),
+                          align_corners=False).clamp(0, 1), atol=1e-6, rtol=0)
+    if variant == "R":  # an R digit with no turn is the digit itself, up to float rounding
+        torch.testing.assert_close(flat, images, atol=1e-5, rtol=0)
+
+
+def test_turn_scale_errors():
+    generator = torch.Generator().manual_seed(0)
+    for variant in ("P", "E", "TC"):
+        with pytest.raises(ValueError, match=f"variant '{variant}' has no turn"):
+            draw_params(variant, 2, generator, turn_scale=0.5)
+        draw_params(variant, 2, generator, turn_scale=1.0)  # the default is fine everywhere
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"turn_scale must be in \[0, 1\]"):
+            distort(_digits(2), "R", generator, turn_scale=bad)
+    with pytest.raises(TypeError, match="turn_scale must be a number"):
+        draw_params("R", 2, generator, turn_scale=True)
+
+
+def test_turn_ramp_widens_the_turns_over_the_first_share_of_training():
+    import pickle
+
+    transform = train_transform("R", turn_ramp=0.1)
+    assert repr(transform) == "train_transform('R', turn_ramp=0.1)"
+    assert repr(pickle.loads(pickle.dumps(transform))) == repr(transform)
+    assert repr(train_transform("R", turn_ramp=0)) == "train_transform('R')"  # = no ramp
+    images = _digits(6)
+    for step, scale in ((0, 0.0), (25, 0.25), (99, 0.99), (100, 1.0), (999, 1.0)):
+        transform.set_progress(step, 1000)  # ramp: round(0.1 * 1000) = 100 steps
+        assert transform.turn_scale == pytest.approx(scale, abs=1e-12)
+        torch.testing.assert_close(
+            transform(images, torch.Generator().manual_seed(step)),
+            distort(images, "R", torch.Generator().manual_seed(step), turn_scale=scale),
+            atol=0, rtol=0)
+    assert train_transform("RTS").turn_scale == 1.0  # no ramp: no step needed
+    with pytest.raises(RuntimeError, match="needs the training step.*set_progress"):
+        train_transform("RTS", turn_ramp=0.5)(images, torch.Generator())
+    with pytest.raises(ValueError, match="variant 'P' has no turn to ramp"):
+        train_transform("P", turn_ramp=0.1)
+    for bad in (-0.5, 2.0):
+        with pytest.raises(ValueError, match=r"turn_ramp must be in \[0, 1\]"):
+            train_transform("R", turn_ramp=bad)
+    with pytest.raises(TypeError, match="turn_ramp must be a number"):
+        train_transform("R", turn_ramp="0.1")
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_warps_on_the_images_device(variant):
     """Drawn from the CPU generator, warped where the images are: nothing of the warp may

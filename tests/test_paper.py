@@ -422,6 +422,31 @@ def test_cli_loc_lr_scale_is_used_recorded_and_shown(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_cli_turn_ramp_is_used_recorded_and_shown(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    common = ["paper", "--fast", "--no-progress", "--sampler", "torch"]
+    runs = {}
+    for name, extra in (("ramp", ["--turn-ramp", "0.5"]), ("plain", [])):
+        args = parser.parse_args([*common, "--cells", "stcnn-aff/R", "--results",
+                                  str(tmp_path / name), *extra])
+        assert args.func(args) == 0
+        runs[name] = paper.load_results(tmp_path / name)["cells"]["stcnn-aff/R"]
+    assert runs["ramp"]["turn_ramp"] == 0.5 and "turn_ramp" not in runs["plain"]
+    assert "(turn ramp 0.5) |" in (tmp_path / "ramp" / "table1.md").read_text()
+    assert "turn ramp" not in (tmp_path / "plain" / "table1.md").read_text()
+    assert runs["ramp"]["final_train_loss"] != runs["plain"]["final_train_loss"]  # it was used
+    for cell, value, message in (
+            ("stcnn-aff/P", "0.1", "cell stcnn-aff/P: turn_ramp=0.1: variant 'P' has no turn"),
+            ("cnn/R", "1.5", r"turn_ramp must be in [0, 1]")):
+        args = parser.parse_args([*common, "--cells", cell, "--results", str(tmp_path / "c"),
+                                  "--turn-ramp", value])
+        assert args.func(args) == 2
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("variant", ["R", "RTS"])
 def test_remaining_turn_is_the_drawn_angle_through_an_identity_transformer(variant, mnist):
     model = cell_model(f"stcnn-aff/{variant}", sampler="torch")

@@ -110,6 +110,37 @@ def test_resume_equals_uninterrupted(tmp_path, stop):
     assert again.train_loss == resumed.train_loss
 
 
+class _Ramp:
+    """A curriculum transform: shifts images by more pixels as training goes on."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        self.seen.append((step, total_steps))
+
+    def __call__(self, images, generator):
+        step, total = self.seen[-1]
+        return torch.roll(images, 3 * step // total, dims=-1)
+
+    def __repr__(self) -> str:
+        return "_Ramp()"
+
+
+def test_fit_tells_a_curriculum_transform_the_step_and_resume_continues_it(tmp_path):
+    train = blobs(96)
+    settings = dict(FIT, batch_size=32)  # 3 steps per epoch, 9 in all
+    ramp, full = _Ramp(), tiny_cnn()
+    fit(full, train, train_transform=ramp, **settings)
+    assert ramp.seen == [(step, 9) for step in range(9)]
+    path, first, second = tmp_path / "run.pt", _Ramp(), _Ramp()
+    fit(tiny_cnn(), train, checkpoint=path, max_steps=4, train_transform=first, **settings)
+    resumed = tiny_cnn(seed=5)
+    fit(resumed, train, checkpoint=path, resume=True, train_transform=second, **settings)
+    assert first.seen + second.seen == ramp.seen  # the new process starts at step 4
+    assert same_weights(resumed, full)
+
+
 def test_resume_with_a_new_but_equal_transform(tmp_path):
     """A resumed run builds its transform afresh (a new process: new object, new address):
     an equal one resumes, one with other settings is refused."""
