@@ -22,6 +22,10 @@ are merged into ``<results>/table1.json`` / ``.md`` and a JSON summary is printe
     python benchmarks/paper_gpu.py --cells 'stcnn-*/R,stcnn-*/RTS' --budget-s 450 \\
         --results results/gpu
 
+``--paper-args`` passes further options of ``stnlib paper`` to every cell, e.g.
+``--paper-args='--turn-ramp 0.1 --weight-decay 0.01 --optimizer adamw'`` (checked before
+anything starts; the options this script sets itself are refused there).
+
 On a CPU (``--device cpu``, small ``--train-size``) it runs the same way, for testing.
 """
 
@@ -31,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -46,6 +51,36 @@ def _slug(cell: str) -> str:
     return cell.replace("/", "_")
 
 
+#: ``stnlib paper`` options this script sets itself (not allowed in ``--paper-args``).
+_OWN_OPTIONS = ("--cells", "--device", "--threads", "--epochs", "--sampler", "--batch-size",
+                "--lr", "--results", "--no-progress", "--force", "--train-size",
+                "--test-size", "--fast", "--list", "--keep-checkpoints")
+
+
+def _paper_args(text: str) -> list[str]:
+    """``--paper-args`` split like a shell would, checked against ``stnlib paper``'s own
+    parser (a ValueError names the bad option), so no cell starts with a typo."""
+    try:
+        extra = shlex.split(text)
+    except ValueError as error:
+        raise ValueError(f"--paper-args {text!r}: {error}") from None
+    own = [a for a in extra if a.split("=")[0] in _OWN_OPTIONS]
+    if own:
+        raise ValueError(f"--paper-args: {own[0]} is set by this script; use its own option "
+                         f"(python benchmarks/paper_gpu.py --help)")
+    parser = argparse.ArgumentParser(prog="python -m stnlib", add_help=False)
+    paper.add_cli(parser.add_subparsers())
+    try:
+        _, unknown = parser.parse_known_args(["paper", *extra])
+    except SystemExit:  # argparse printed why (a bad value) to stderr
+        raise ValueError(f"--paper-args {text!r}: not valid options of `python -m stnlib "
+                         f"paper` (see above)") from None
+    if unknown:
+        raise ValueError(f"--paper-args: {unknown[0]} is not an option of `python -m stnlib "
+                         f"paper` (python -m stnlib paper --help lists them)")
+    return extra
+
+
 def _command(cell: str, args: argparse.Namespace, results: Path, epochs: int,
              train_size: int | None, test_size: int | None) -> list[str]:
     command = [sys.executable, "-m", "stnlib", "paper", "--cells", cell, "--device",
@@ -56,7 +91,7 @@ def _command(cell: str, args: argparse.Namespace, results: Path, epochs: int,
         command += ["--train-size", str(train_size)]
     if test_size is not None:
         command += ["--test-size", str(test_size)]
-    return command
+    return command + _paper_args(args.paper_args)
 
 
 def _launch(commands: dict[str, list[str]], logs: Path, deadline: float) -> dict[str, int]:
@@ -102,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-steps", type=int, default=400,
                         help="steps timed per cell first; the time includes start-up, so "
                              "fewer steps overestimate a step (100 steps: about 2x on an H200)")
+    parser.add_argument("--paper-args", default="",
+                        help="further `stnlib paper` options for every cell, one string, "
+                             "e.g. --paper-args='--turn-ramp 0.1'")
     parser.add_argument("--train-size", type=int, default=None, help="for tests only")
     parser.add_argument("--margin-s", type=float, default=45.0,
                         help="kept for start-up and the final test of each cell")
@@ -123,6 +161,7 @@ def _run(args: argparse.Namespace) -> int:
     deadline = start + args.budget_s
     cells = paper.select_cells(args.cells)
     paper.check_device(args.device)
+    _paper_args(args.paper_args)
     for train in (True, False):  # unpack MNIST once, before the processes race to
         mnist(train=train)
     work = Path(args.work)

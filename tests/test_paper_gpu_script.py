@@ -21,13 +21,14 @@ def test_calibrates_then_trains_each_cell_into_one_results_file(script, tmp_path
                       "--max-epochs", "2", "--calibration-steps", "5", "--train-size", "320",
                       "--margin-s", "5", "--sampler", "torch", "--batch-size", "32",
                       "--lr", "0.001", "--results", str(results),
-                      "--work", str(work)])
+                      "--work", str(work), "--paper-args", "--turn-ramp 0.5"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs"] == {"cnn/R": 2} and summary["unfinished"] == []
     record = paper.load_results(results)["cells"]["cnn/R"]
     assert record["status"] == "done" and record["epochs"] == 2 and record["device"] == "cpu"
     assert record["sampler"] == "torch" and record["batch_size"] == 32 and record["lr"] == 0.001
+    assert record["turn_ramp"] == 0.5  # --paper-args reaches every cell
     assert record["steps"] == 2 * 320 // 32 and record["error_pct"] == summary["error_pct"]["cnn/R"]
     assert (work / "train-logs" / "cnn_R.log").exists()
 
@@ -46,3 +47,10 @@ def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
     assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--device", "cpu",
                         "--batch-size", "0", *common]) == 2
     assert "error: --batch-size must be positive" in capsys.readouterr().err
+    for extra, message in (("--epochs 3", "--paper-args: --epochs is set by this script"),
+                           ("--bogus 1", "--paper-args: --bogus is not an option"),
+                           ("--turn-ramp x", "not valid options of `python -m stnlib paper`"),
+                           ("--turn-ramp '0.1", "No closing quotation")):
+        assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--device", "cpu",
+                            "--paper-args", extra, *common]) == 2
+        assert message in capsys.readouterr().err
