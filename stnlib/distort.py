@@ -131,16 +131,21 @@ def _convex(quads: torch.Tensor) -> torch.Tensor:
     return (turn > 0).all(dim=1)
 
 
+def _unit_number(name: str, value: float, meaning: str) -> float:
+    """``value`` as a float if it is a number in [0, 1], else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value)}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1] ({meaning}), got {value}")
+    return float(value)
+
+
 def _check_turn_scale(variant: str, turn_scale: float) -> float:
-    if isinstance(turn_scale, bool) or not isinstance(turn_scale, (int, float)):
-        raise TypeError(f"turn_scale must be a number in [0, 1], got {type(turn_scale)}")
-    if not 0 <= turn_scale <= 1:
-        raise ValueError(f"turn_scale must be in [0, 1] (0: no turn, 1: the full range), "
-                         f"got {turn_scale}")
+    turn_scale = _unit_number("turn_scale", turn_scale, "0: no turn, 1: the full range")
     if turn_scale != 1 and variant not in TURNED:
         raise ValueError(f"turn_scale={turn_scale}: variant {variant!r} has no turn; only "
                          f"{TURNED} do (leave turn_scale at 1)")
-    return float(turn_scale)
+    return turn_scale
 
 
 def draw_params(variant: str, n: int, generator: torch.Generator,
@@ -361,16 +366,13 @@ class TrainTransform:
 
     def __init__(self, variant: str, turn_ramp: float = 0.0) -> None:
         _check_variant(variant)
-        if isinstance(turn_ramp, bool) or not isinstance(turn_ramp, (int, float)):
-            raise TypeError(f"turn_ramp must be a number in [0, 1], got {type(turn_ramp)}")
-        if not 0 <= turn_ramp <= 1:
-            raise ValueError(f"turn_ramp must be in [0, 1] (the share of the training steps "
-                             f"over which the turns widen to their full range; 0: no "
-                             f"curriculum), got {turn_ramp}")
+        turn_ramp = _unit_number("turn_ramp", turn_ramp, "the share of the training steps "
+                                 "over which the turns widen to their full range; 0: no "
+                                 "curriculum")
         if turn_ramp and variant not in TURNED:
             raise ValueError(f"turn_ramp={turn_ramp}: variant {variant!r} has no turn to "
                              f"ramp; only {TURNED} do (leave it at 0)")
-        self.variant, self.turn_ramp = variant, float(turn_ramp)
+        self.variant, self.turn_ramp = variant, turn_ramp
         self.step: int | None = None
         self.total_steps: int | None = None
 

@@ -37,7 +37,7 @@ A turn curriculum (``turn_ramp``, ``--turn-ramp F``; ours, not the paper's) trai
 RTS with turns that widen from none to the full range over the first ``F`` of the steps
 (:class:`stnlib.distort.TrainTransform`).
 
-Command line: ``python -m stnlib paper --cells 'stcnn-*/R,cnn/R' --steps 3000``.
+Command line: ``python -m stnlib paper --cells 'stcnn-*/R,cnn/R' --epochs 30``.
 """
 
 from __future__ import annotations
