@@ -51,10 +51,12 @@ def _slug(cell: str) -> str:
     return cell.replace("/", "_")
 
 
-#: ``stnlib paper`` options this script sets itself (not allowed in ``--paper-args``).
-_OWN_OPTIONS = ("--cells", "--device", "--threads", "--epochs", "--sampler", "--batch-size",
-                "--lr", "--results", "--no-progress", "--force", "--train-size",
-                "--test-size", "--fast", "--list", "--keep-checkpoints")
+#: ``stnlib paper`` settings (argparse dests) this script sets itself: not allowed in
+#: ``--paper-args``, however they are spelled there.
+_OWN_SETTINGS = ("cells", "device", "threads", "epochs", "sampler", "batch_size", "lr",
+                 "results", "no_progress", "force", "train_size", "test_size", "fast", "list",
+                 "keep_checkpoints")
+_UNSET = object()
 
 
 def _paper_args(text: str) -> list[str]:
@@ -64,17 +66,20 @@ def _paper_args(text: str) -> list[str]:
         extra = shlex.split(text)
     except ValueError as error:
         raise ValueError(f"--paper-args {text!r}: {error}") from None
-    own = [a for a in extra if a.split("=")[0] in _OWN_OPTIONS]
-    if own:
-        raise ValueError(f"--paper-args: {own[0]} is set by this script; use its own option "
-                         f"(python benchmarks/paper_gpu.py --help)")
-    parser = argparse.ArgumentParser(prog="python -m stnlib", add_help=False)
-    paper.add_cli(parser.add_subparsers())
+    subparsers = argparse.ArgumentParser(prog="python -m stnlib").add_subparsers()
+    paper.add_cli(subparsers)
+    parser = subparsers.choices["paper"]
+    # What the parser itself read, so an abbreviation (--epoch) or --opt=value counts too.
+    parser.set_defaults(**dict.fromkeys(_OWN_SETTINGS, _UNSET))
     try:
-        _, unknown = parser.parse_known_args(["paper", *extra])
+        given, unknown = parser.parse_known_args(extra)
     except SystemExit:  # argparse printed why (a bad value) to stderr
         raise ValueError(f"--paper-args {text!r}: not valid options of `python -m stnlib "
                          f"paper` (see above)") from None
+    own = [name for name in _OWN_SETTINGS if getattr(given, name) is not _UNSET]
+    if own:
+        raise ValueError(f"--paper-args: --{own[0].replace('_', '-')} is set by this script; "
+                         f"use its own option (python benchmarks/paper_gpu.py --help)")
     if unknown:
         raise ValueError(f"--paper-args: {unknown[0]} is not an option of `python -m stnlib "
                          f"paper` (python -m stnlib paper --help lists them)")
@@ -82,7 +87,7 @@ def _paper_args(text: str) -> list[str]:
 
 
 def _command(cell: str, args: argparse.Namespace, results: Path, epochs: int,
-             train_size: int | None, test_size: int | None) -> list[str]:
+             train_size: int | None, test_size: int | None, extra: list[str]) -> list[str]:
     command = [sys.executable, "-m", "stnlib", "paper", "--cells", cell, "--device",
                args.device, "--threads", str(args.threads), "--epochs", str(epochs),
                "--sampler", args.sampler, "--batch-size", str(args.batch_size),
@@ -91,7 +96,7 @@ def _command(cell: str, args: argparse.Namespace, results: Path, epochs: int,
         command += ["--train-size", str(train_size)]
     if test_size is not None:
         command += ["--test-size", str(test_size)]
-    return command + _paper_args(args.paper_args)
+    return command + extra
 
 
 def _launch(commands: dict[str, list[str]], logs: Path, deadline: float) -> dict[str, int]:
@@ -161,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     deadline = start + args.budget_s
     cells = paper.select_cells(args.cells)
     paper.check_device(args.device)
-    _paper_args(args.paper_args)
+    extra = _paper_args(args.paper_args)
     for train in (True, False):  # unpack MNIST once, before the processes race to
         mnist(train=train)
     work = Path(args.work)
@@ -171,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
     train_size = args.train_size or 60000
     calibration_size = min(args.calibration_steps * args.batch_size, train_size)
     calibration = {cell: _command(cell, args, work / "calibrate" / _slug(cell), 1,
-                                  calibration_size, 200)
+                                  calibration_size, 200, extra)
                    for cell in cells}
     status = _launch(calibration, work / "calibrate-logs", deadline)
     step_s = {}
@@ -191,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
                                math.floor(available / (steps_per_epoch * step_s[cell]))))
               for cell in cells}
     runs = {cell: _command(cell, args, work / "train" / _slug(cell), epochs[cell],
-                           args.train_size, None) for cell in cells}
+                           args.train_size, None, extra) for cell in cells}
     status = _launch(runs, work / "train-logs", deadline)
 
     results = paper.load_results(args.results)

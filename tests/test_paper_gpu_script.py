@@ -48,9 +48,11 @@ def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
                         "--batch-size", "0", *common]) == 2
     assert "error: --batch-size must be positive" in capsys.readouterr().err
     for extra, message in (("--epochs 3", "--paper-args: --epochs is set by this script"),
+                           ("--epoch=3", "--paper-args: --epochs is set by this script"),
+                           ("--turn-ramp 0.1 --for", "--paper-args: --force is set by"),
                            ("--bogus 1", "--paper-args: --bogus is not an option"),
                            ("--turn-ramp x", "not valid options of `python -m stnlib paper`"),
                            ("--turn-ramp '0.1", "No closing quotation")):
         assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--device", "cpu",
-                            "--paper-args", extra, *common]) == 2
+                            f"--paper-args={extra}", *common]) == 2
         assert message in capsys.readouterr().err
