@@ -401,6 +401,22 @@ def undone_fraction(drawn: torch.Tensor, remaining: torch.Tensor) -> float:
     return float(1 - slope)
 
 
+
+def turn_summary(result: dict[str, torch.Tensor], far_degrees: float = 75.0
+                 ) -> dict[str, float]:
+    """The numbers notebook 06 prints for one :func:`remaining_turn` result: ``error_pct``
+    (all its digits), ``error_pct_far`` (the digits turned ``far_degrees`` or more either
+    way), ``undone_pct`` (:func:`undone_fraction` in %) and ``left_far_deg`` (the mean
+    absolute turn left on those far-turned digits)."""
+    far = result["drawn"].abs() >= far_degrees
+    if not far.any():
+        raise ValueError(f"no digit is turned {far_degrees}° or more: pass a larger test set "
+                         f"(remaining_turn(..., size=None)) or a smaller far_degrees")
+    wrong = (~result["correct"]).double()
+    return {"error_pct": 100 * float(wrong.mean()), "error_pct_far": 100 * float(wrong[far].mean()),
+            "undone_pct": 100 * undone_fraction(result["drawn"], result["remaining"]),
+            "left_far_deg": float(result["remaining"][far].abs().mean())}
+
 def distorted_test_ink_kept(variant: str, size: int | None = None) -> torch.Tensor:
     """How much of each digit's ink the fixed test set of ``variant`` keeps on the canvas:
     (N,) float64 in [0, 1], in the order of :func:`distorted_test_set` (same draws).

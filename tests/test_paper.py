@@ -480,6 +480,18 @@ def test_undone_fraction_and_remaining_turn_bad_input():
         paper.remaining_turn(cell_model("cnn/R", sampler="torch"), "R", size=4)
 
 
+
+def test_turn_summary_sums_up_a_remaining_turn_result():
+    drawn = torch.tensor([-90.0, -80.0, 0.0, 10.0, 80.0, 90.0], dtype=torch.float64)
+    result = {"drawn": drawn, "remaining": 0.5 * drawn,
+              "correct": torch.tensor([True, False, True, True, True, False])}
+    summary = paper.turn_summary(result)
+    assert summary == pytest.approx({"error_pct": 100 / 3, "error_pct_far": 50.0,
+                                     "undone_pct": 50.0, "left_far_deg": 42.5})
+    assert paper.turn_summary(result, far_degrees=85)["error_pct_far"] == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="no digit is turned 95"):
+        paper.turn_summary(result, far_degrees=95)
+
 def test_remaining_turn_figure_bins_the_turns_and_names_the_share_undone():
     from stnlib import viz
 
