@@ -15,7 +15,9 @@ the floor with nothing lost. Same recipe as ``python -m stnlib paper`` (Adam, on
 
 Each variant's record is written as soon as it is done (the file is read again first, so
 two processes with different ``--variants`` can share it); a variant already in the file is
-skipped unless ``--force``. Prints the records as JSON.
+skipped unless ``--force``. Prints the records as JSON. ``--sigma-px`` (P only) draws P's
+corner offsets with another spread than the paper's 5 pixels, as ``stnlib paper
+--sigma-px`` does; write those records to a file of their own.
 """
 
 from __future__ import annotations
@@ -64,11 +66,12 @@ def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
         if budget.test_size is not None:
             test_set = test_set.subset(budget.test_size)
     else:
-        test_set = paper.oracle_test_set(variant, budget.test_size)
+        test_set = paper.oracle_test_set(variant, budget.test_size, budget.sigma_px)
     history = fit(model, train_set, None, epochs=budget.epochs, batch_size=budget.batch_size,
                   lr=budget.lr, optimizer=budget.optimizer, schedule=budget.schedule,
                   seed=budget.seed, progress=True, threads=budget.threads,
-                  train_transform=None if variant == "none" else oracle_transform(variant))
+                  train_transform=None if variant == "none"
+                  else oracle_transform(variant, budget.sigma_px))
     error = 100 * (1 - evaluate(model, test_set))
     record = {"variant": variant, "error_pct": round(error, 3), "model": "CNN",
               "epochs": budget.epochs, "steps": history.steps,
@@ -77,6 +80,8 @@ def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
               "schedule": budget.schedule, "lr": budget.lr, "seed": budget.seed,
               "threads": budget.threads, "train_s": round(history.train_s, 1),
               "final_train_loss": round(history.train_loss[-1], 4),
+              **({"sigma_px": budget.sigma_px}
+                 if budget.sigma_px is not None and variant != "none" else {}),
               "test_images": len(test_set), "torch": torch.__version__,
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if variant != "none":
@@ -105,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results/oracle.json")
     parser.add_argument("--train-size", type=int, default=None, help="for tests only")
     parser.add_argument("--test-size", type=int, default=None, help="for tests only")
+    parser.add_argument("--sigma-px", type=float, default=None,
+                        help="P only: the corner offsets' spread in pixels (default: the "
+                             "paper's 5)")
     parser.add_argument("--force", action="store_true", help="retrain variants already done")
     args = parser.parse_args(argv)
     try:
@@ -126,8 +134,13 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
                              f"{getattr(args, name)}")
+    if args.sigma_px is not None:  # refused up front, before any variant trains
+        for variant in variants:
+            if variant != "none":
+                oracle_transform(variant, args.sigma_px)
     budget = paper.Budget(epochs=args.epochs, threads=args.threads,
-                          train_size=args.train_size, test_size=args.test_size)
+                          train_size=args.train_size, test_size=args.test_size,
+                          sigma_px=args.sigma_px)
     path = Path(args.results)
     done = load(path)["variants"]
     for variant in variants:

@@ -35,9 +35,16 @@ A *turn curriculum* (``train_transform("R", turn_ramp=0.1)``) is an option of ou
 paper's: the turns of R and RTS start at zero and widen linearly to their full range over
 the first ``turn_ramp`` of the training steps (``turn_scale`` multiplies each drawn angle;
 the random draws are the same, so ``turn_scale=1`` is the plain variant).
+
+``sigma_px`` (P and E) replaces the spread of the corner or control-point offsets, in
+pixels: the paper's 5 (P) and 1.5 (E) by default. It is an option of ours too, for asking
+how hard a variant is at other strengths: the offsets are the same standard-normal draws
+times ``sigma_px``, so a seed gives the same shapes, bent more or less.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -51,6 +58,9 @@ OUTPUT_SIZE: dict[str, int] = {"R": 28, "RTS": 42, "P": 28, "E": 28, "TC": 60}
 
 #: The variants with a turn, whose angles ``turn_scale`` shrinks (a turn curriculum).
 TURNED: tuple[str, ...] = ("R", "RTS")
+
+#: The variants whose offsets are Gaussian, and the ``RANGES`` key of their spread.
+SIGMA_KEYS: dict[str, str] = {"P": "P_sigma_px", "E": "E_sigma_px"}
 
 #: The ranges above, in one place (tests and the notebook read them from here).
 RANGES: dict[str, float] = {
@@ -148,12 +158,39 @@ def _check_turn_scale(variant: str, turn_scale: float) -> float:
     return turn_scale
 
 
+def _check_sigma(variant: str, sigma_px: float | None) -> float | None:
+    """``sigma_px`` as a float (None: the variant's own), or an error that names the fix."""
+    if sigma_px is None:
+        return None
+    if variant not in SIGMA_KEYS:
+        raise ValueError(f"sigma_px={sigma_px}: variant {variant!r} has no Gaussian offsets; "
+                         f"only {tuple(SIGMA_KEYS)} do (leave sigma_px unset)")
+    if isinstance(sigma_px, bool) or not isinstance(sigma_px, (int, float)):
+        raise TypeError(f"sigma_px must be a number of pixels, got {type(sigma_px)}")
+    if not (math.isfinite(sigma_px) and 0 <= sigma_px <= _DIGIT):
+        raise ValueError(f"sigma_px must be a finite number of pixels in [0, {_DIGIT}] "
+                         f"(the paper's: {RANGES[SIGMA_KEYS[variant]]} for {variant}), "
+                         f"got {sigma_px}")
+    # The paper's own spread is no option: None, so records and checkpoints read the same.
+    return None if sigma_px == RANGES[SIGMA_KEYS[variant]] else float(sigma_px)
+
+
+def offset_sigma(variant: str, sigma_px: float | None = None) -> float:
+    """The spread (pixels) of a P or E variant's offsets: ``sigma_px``, or the paper's."""
+    _check_variant(variant)
+    sigma_px = _check_sigma(variant, sigma_px)
+    return RANGES[SIGMA_KEYS[variant]] if sigma_px is None else sigma_px
+
+
 def draw_params(variant: str, n: int, generator: torch.Generator,
-                turn_scale: float = 1.0) -> dict[str, torch.Tensor]:
+                turn_scale: float = 1.0, sigma_px: float | None = None
+                ) -> dict[str, torch.Tensor]:
     """Draw the random parameters of ``n`` distortions (float64 tensors, pixels and degrees).
 
     ``turn_scale`` (R and RTS only) multiplies every drawn angle: 0 gives no turn, 1 (the
     default) the variant's full range; the draws themselves are the same whatever it is.
+    ``sigma_px`` (P and E only) is the offsets' spread in pixels (None: the paper's 5 and
+    1.5): the offsets are the same standard-normal draws times it.
 
     Keys: R: ``angle``; RTS: ``angle``, ``scale``, ``shift`` (N, 2); P: ``scale``,
     ``corner_offsets`` (N, 4, 2); E: ``scale``, ``control_offsets`` (N, 16, 2);
@@ -165,6 +202,8 @@ def draw_params(variant: str, n: int, generator: torch.Generator,
         raise TypeError(f"generator must be a torch.Generator (for example "
                         f"torch.Generator().manual_seed(0)), got {type(generator)}")
     turn_scale = _check_turn_scale(variant, turn_scale)
+    sigma_px = _check_sigma(variant, sigma_px)
+    sigma = offset_sigma(variant, sigma_px) if variant in SIGMA_KEYS else 0.0
     r = RANGES
     if variant == "R":
         return {"angle": _uniform(n, -r["R_degrees"], r["R_degrees"], generator) * turn_scale}
@@ -176,20 +215,19 @@ def draw_params(variant: str, n: int, generator: torch.Generator,
         return {"angle": angle, "scale": scale, "shift": shift}
     if variant == "P":
         scale = _uniform(n, r["P_scale_min"], r["P_scale_max"], generator)
-        offsets = r["P_sigma_px"] * torch.randn(n, 4, 2, generator=generator, dtype=torch.float64)
+        offsets = sigma * torch.randn(n, 4, 2, generator=generator, dtype=torch.float64)
         # A rare large offset (> ~3 sigma) folds the quadrilateral, and the homography then
         # maps part of the image through infinity: draw those offsets again.
         folded = ~_convex(_moved_corners(scale, offsets))
         while folded.any():
-            redraw = r["P_sigma_px"] * torch.randn(int(folded.sum()), 4, 2, generator=generator,
-                                                   dtype=torch.float64)
+            redraw = sigma * torch.randn(int(folded.sum()), 4, 2, generator=generator,
+                                         dtype=torch.float64)
             offsets[folded] = redraw
             folded = ~_convex(_moved_corners(scale, offsets))
         return {"scale": scale, "corner_offsets": offsets}
     if variant == "E":
         scale = _uniform(n, r["E_scale_min"], r["E_scale_max"], generator)
-        offsets = r["E_sigma_px"] * torch.randn(n, 16, 2, generator=generator,
-                                                dtype=torch.float64)
+        offsets = sigma * torch.randn(n, 16, 2, generator=generator, dtype=torch.float64)
         return {"scale": scale, "control_offsets": offsets}
     room = (OUTPUT_SIZE["TC"] - _DIGIT) // 2
     patches, side = int(r["TC_patches"]), int(r["TC_patch_px"])
@@ -291,7 +329,7 @@ def _paste_clutter(canvas: torch.Tensor, digits: torch.Tensor,
 
 def distort(
     images: torch.Tensor, variant: str, generator: torch.Generator,
-    *, return_params: bool = False, turn_scale: float = 1.0,
+    *, return_params: bool = False, turn_scale: float = 1.0, sigma_px: float | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Distort a batch of digits with freshly drawn random parameters.
 
@@ -303,6 +341,7 @@ def distort(
         return_params: also return the drawn parameters (see :func:`draw_params`).
         turn_scale: R and RTS only: multiplies every drawn angle (0: no turn, 1: the
             variant's full range; a turn curriculum, see :class:`TrainTransform`).
+        sigma_px: P and E only: the offsets' spread in pixels (None: the paper's).
 
     Returns:
         distorted (B, 1, S, S) with ``S = OUTPUT_SIZE[variant]``, same dtype as the input
@@ -314,7 +353,8 @@ def distort(
     # Drawn from the (CPU) generator, so a seed gives the same distortions on any device;
     # the warp itself runs where the images are (on a GPU, no CPU work per batch).
     params = {name: value.to(images.device) for name, value
-              in draw_params(variant, images.shape[0], generator, turn_scale).items()}
+              in draw_params(variant, images.shape[0], generator, turn_scale,
+                                       sigma_px).items()}
     grid = distortion_grid(variant, params).to(images.dtype)
     out = grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if variant == "TC":
@@ -325,7 +365,7 @@ def distort(
 
 def distort_dataset(
     images: torch.Tensor, variant: str, seed: int, batch_size: int = 1000,
-    *, return_params: bool = False,
+    *, return_params: bool = False, sigma_px: float | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """A fixed distorted copy of a whole dataset (for test sets), reproducible by ``seed``.
 
@@ -335,6 +375,7 @@ def distort_dataset(
         seed: seeds the one generator used for every batch, in order.
         batch_size: digits distorted at once (TC clutter comes from the same batch).
         return_params: also return every digit's drawn parameters (the batches' joined).
+        sigma_px: P and E only: the offsets' spread in pixels (None: the paper's).
 
     Returns:
         (N, 1, S, S) float32 in [0, 1]; and the parameters if asked.
@@ -343,7 +384,7 @@ def distort_dataset(
     chunks, drawn = [], []
     for start in range(0, images.shape[0], batch_size):
         out, params = distort(images[start:start + batch_size], variant, generator,
-                              return_params=True)
+                              return_params=True, sigma_px=sigma_px)
         chunks.append(out.float())
         drawn.append(params)
     distorted = torch.cat(chunks)
@@ -362,10 +403,14 @@ class TrainTransform:
     before each batch (:meth:`set_progress`), and the drawn angles are multiplied by
     ``min(1, step / round(turn_ramp * total_steps))``: no turn at the first step, the full
     range from ``turn_ramp`` of the way through training on. The step comes from ``fit``'s
-    own count, so a resumed run picks the curriculum up where it stopped."""
+    own count, so a resumed run picks the curriculum up where it stopped.
 
-    def __init__(self, variant: str, turn_ramp: float = 0.0) -> None:
+    ``sigma_px`` (P and E) draws the offsets with that spread instead of the paper's."""
+
+    def __init__(self, variant: str, turn_ramp: float = 0.0,
+                 sigma_px: float | None = None) -> None:
         _check_variant(variant)
+        self.sigma_px = _check_sigma(variant, sigma_px)
         turn_ramp = _unit_number("turn_ramp", turn_ramp, "the share of the training steps "
                                  "over which the turns widen to their full range; 0: no "
                                  "curriculum")
@@ -393,18 +438,21 @@ class TrainTransform:
         return min(1.0, self.step / ramp_steps)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return distort(images, self.variant, generator, turn_scale=self.turn_scale)
+        return distort(images, self.variant, generator, turn_scale=self.turn_scale,
+                       sigma_px=self.sigma_px)
 
-    def __repr__(self) -> str:  # what a checkpoint records: the ramp only when there is one
+    def __repr__(self) -> str:  # what a checkpoint records: the options only when set
         ramp = f", turn_ramp={self.turn_ramp!r}" if self.turn_ramp else ""
-        return f"train_transform({self.variant!r}{ramp})"
+        sigma = f", sigma_px={self.sigma_px!r}" if self.sigma_px is not None else ""
+        return f"train_transform({self.variant!r}{ramp}{sigma})"
 
 
-def train_transform(variant: str, turn_ramp: float = 0.0) -> TrainTransform:
+def train_transform(variant: str, turn_ramp: float = 0.0,
+                    sigma_px: float | None = None) -> TrainTransform:
     """``transform(images (B, 1, H, W), generator) -> distorted`` for
     ``stnlib.train.fit(train_transform=)``; ``turn_ramp`` > 0 (R, RTS) makes it a turn
-    curriculum. See :class:`TrainTransform`."""
-    return TrainTransform(variant, turn_ramp)
+    curriculum, ``sigma_px`` (P, E) sets the offsets' spread. See :class:`TrainTransform`."""
+    return TrainTransform(variant, turn_ramp, sigma_px)
 
 
 def _check_invertible(variant: str) -> None:
@@ -453,20 +501,22 @@ class OracleTransform:
     """``transform(images, generator) -> undone`` for ``stnlib.train.fit(train_transform=)``:
     distort a batch as :class:`TrainTransform` does, then :func:`undo` it with the drawn
     parameters. A classifier trained on this sees what a perfect transformer would hand it.
-    Picklable and printable, like :class:`TrainTransform`."""
+    Picklable and printable, like :class:`TrainTransform`; ``sigma_px`` (P) as there."""
 
-    def __init__(self, variant: str) -> None:
+    def __init__(self, variant: str, sigma_px: float | None = None) -> None:
         _check_invertible(variant)
-        self.variant = variant
+        self.variant, self.sigma_px = variant, _check_sigma(variant, sigma_px)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        distorted, params = distort(images, self.variant, generator, return_params=True)
+        distorted, params = distort(images, self.variant, generator, return_params=True,
+                                    sigma_px=self.sigma_px)
         return undo(distorted, self.variant, params)
 
     def __repr__(self) -> str:
-        return f"oracle_transform({self.variant!r})"
+        sigma = f", sigma_px={self.sigma_px!r}" if self.sigma_px is not None else ""
+        return f"oracle_transform({self.variant!r}{sigma})"
 
 
-def oracle_transform(variant: str) -> OracleTransform:
+def oracle_transform(variant: str, sigma_px: float | None = None) -> OracleTransform:
     """See :class:`OracleTransform`."""
-    return OracleTransform(variant)
+    return OracleTransform(variant, sigma_px)

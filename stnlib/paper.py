@@ -35,7 +35,9 @@ layer instead of 2x2x32) for comparison; the table's cells use ``"valid"``.
 How far a trained transformer undoes the turns of R and RTS: :func:`remaining_turn`.
 A turn curriculum (``turn_ramp``, ``--turn-ramp F``; ours, not the paper's) trains R and
 RTS with turns that widen from none to the full range over the first ``F`` of the steps
-(:class:`stnlib.distort.TrainTransform`).
+(:class:`stnlib.distort.TrainTransform`). ``sigma_px`` (``--sigma-px``; P and E) trains
+and tests with another spread of the corner or control-point offsets than the paper's 5 and
+1.5 pixels, to measure how hard a variant is at other strengths.
 
 Command line: ``python -m stnlib paper --cells 'stcnn-*/R,cnn/R' --epochs 30``.
 """
@@ -296,15 +298,16 @@ def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0,
                     sampler=sampler, seed=seed, padding=padding)
 
 
-def distorted_test_set(variant: str, size: int | None = None):
+def distorted_test_set(variant: str, size: int | None = None, sigma_px: float | None = None):
     """The fixed test set of a variant: MNIST test digits distorted with ``TEST_SEEDS``.
 
     Returns an :class:`stnlib.data.ImageSet` of uint8 images (N, 1, S, S) (the first
-    ``size`` test digits, or all 10,000).
+    ``size`` test digits, or all 10,000); ``sigma_px`` (P, E) as in
+    :func:`stnlib.distort.distort` (None: the paper's spread).
     """
     from stnlib.data import ImageSet
 
-    test, distorted, _ = _distorted_test(variant, size)
+    test, distorted, _ = _distorted_test(variant, size, sigma_px)
     return ImageSet(_stored(distorted), test.labels)
 
 
@@ -313,14 +316,15 @@ def _stored(images: torch.Tensor) -> torch.Tensor:
     return (images * 255).round().to(torch.uint8)
 
 
-def oracle_test_set(variant: str, size: int | None = None):
+def oracle_test_set(variant: str, size: int | None = None, sigma_px: float | None = None):
     """The fixed test set of ``variant`` as a perfect transformer would hand it on: every
     digit of :func:`distorted_test_set` (as stored, uint8) warped back with the inverse of
-    its own distortion (:func:`stnlib.distort.undo`). R, RTS, P, TC; uint8 (N, 1, 28, 28)."""
+    its own distortion (:func:`stnlib.distort.undo`). R, RTS, P, TC; uint8 (N, 1, 28, 28);
+    ``sigma_px`` (P) as in :func:`distorted_test_set`."""
     from stnlib.data import ImageSet
     from stnlib.distort import undo
 
-    test, distorted, params = _distorted_test(variant, size)
+    test, distorted, params = _distorted_test(variant, size, sigma_px)
     stored = _stored(distorted).float() / 255  # exactly what the models are tested on
     undone = torch.cat([undo(stored[i:i + 1000], variant,
                              {k: v[i:i + 1000] for k, v in params.items()})
@@ -417,6 +421,42 @@ def turn_summary(result: dict[str, torch.Tensor], far_degrees: float = 75.0
             "undone_pct": 100 * undone_fraction(result["drawn"], result["remaining"]),
             "left_far_deg": float(result["remaining"][far].abs().mean())}
 
+def sigma_sweep(folder: str | Path, variant: str = "P",
+                main: str | Path | None = None) -> dict[float, dict[str, float]]:
+    """% test error of ``variant``'s cells by the spread of its offsets (``--sigma-px``).
+
+    Reads every ``folder/*/table1.json`` (cells trained with ``--sigma-px``, which their
+    records carry) and the ``oracle.json`` beside each (``benchmarks/oracle.py
+    --sigma-px``, as ``"oracle"``); ``main`` adds the results folder trained with the
+    paper's spread (its ``table1.json`` and ``oracle.json``). Returns
+    ``{sigma_px: {cell or "oracle": error %}}``, smallest spread first.
+    """
+    from stnlib.distort import SIGMA_KEYS, offset_sigma
+
+    if variant not in SIGMA_KEYS:
+        raise ValueError(f"variant must be one of {tuple(SIGMA_KEYS)} (the ones with a "
+                         f"--sigma-px), got {variant!r}")
+    folders = sorted(p.parent for p in Path(folder).glob("*/table1.json"))
+    if main is not None:
+        folders.append(Path(main))
+    if not folders:
+        raise ValueError(f"no */table1.json under {folder}: train some cells with "
+                         f"`python -m stnlib paper --sigma-px S --results {folder}/sigma-S`")
+    sweep: dict[float, dict[str, float]] = {}
+    for results_dir in folders:
+        for cell, record in load_results(results_dir)["cells"].items():
+            if cell.endswith(f"/{variant}") and record.get("status") == "done":
+                sigma = offset_sigma(variant, record.get("sigma_px"))
+                sweep.setdefault(sigma, {})[cell] = record["error_pct"]
+        oracle_path = results_dir / "oracle.json"
+        if oracle_path.exists():
+            oracle = json.loads(oracle_path.read_text(encoding="utf-8"))["variants"]
+            if variant in oracle:
+                sigma = offset_sigma(variant, oracle[variant].get("sigma_px"))
+                sweep.setdefault(sigma, {})["oracle"] = oracle[variant]["error_pct"]
+    return dict(sorted(sweep.items()))
+
+
 def distorted_test_ink_kept(variant: str, size: int | None = None) -> torch.Tensor:
     """How much of each digit's ink the fixed test set of ``variant`` keeps on the canvas:
     (N,) float64 in [0, 1], in the order of :func:`distorted_test_set` (same draws).
@@ -427,7 +467,7 @@ def distorted_test_ink_kept(variant: str, size: int | None = None) -> torch.Tens
     return ink_kept(test.images, variant, params)
 
 
-def _distorted_test(variant: str, size: int | None):
+def _distorted_test(variant: str, size: int | None, sigma_px: float | None = None):
     """(undistorted test ImageSet, distorted images (N, 1, S, S) float32, drawn parameters)
     of a variant's fixed test set: the one place its digits and seed are chosen."""
     from stnlib.data import mnist
@@ -437,7 +477,7 @@ def _distorted_test(variant: str, size: int | None):
     if size is not None:
         test = test.subset(int(size))
     distorted, params = distort_dataset(test.images, variant, seed=TEST_SEEDS[variant],
-                                        return_params=True)
+                                        return_params=True, sigma_px=sigma_px)
     return test, distorted, params
 
 
@@ -458,6 +498,7 @@ class Budget:
     loc_lr_scale: float = 1.0  # the localisation network's lr is lr * loc_lr_scale
     padding: str = "valid"  # the CNN classifier's convolutions (PADDINGS)
     turn_ramp: float = 0.0  # R, RTS: turns widen from 0 to full over this share of the steps
+    sigma_px: float | None = None  # P, E: the offsets' spread in pixels (None: the paper's)
     schedule: str = "onecycle"
     seed: int = 0
     sampler: str = "stnlib"
@@ -540,7 +581,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         if r.get("status") != "done":
             continue
         lines.append(
-            f"| {cell}{' (same-padded CNN)' if r.get('padding') == 'same' else ''} | "
+            f"| {cell}{' (same-padded CNN)' if r.get('padding') == 'same' else ''}"
+            f"{' (offsets sigma ' + str(r['sigma_px']) + ' px)' if 'sigma_px' in r else ''} | "
             f"{r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
             f"{r['epochs']} | "
             f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']}"
@@ -588,7 +630,11 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     train_set = mnist(train=True)
     if budget.train_size is not None:
         train_set = train_set.subset(budget.train_size)
-    test_set = distorted_test_set(variant, budget.test_size)
+    try:
+        transform = train_transform(variant, budget.turn_ramp, budget.sigma_px)
+    except ValueError as error:
+        raise ValueError(f"cell {cell}: {error}") from None
+    test_set = distorted_test_set(variant, budget.test_size, transform.sigma_px)
     name = f"{model_key}_{variant}"
     run_path = Path(results_dir) / "runs" / f"{name}.pt"
     lr_scales = None
@@ -598,10 +644,6 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
                              "localisation network; leave it at 1 for models without a "
                              "spatial transformer")
         lr_scales = {"localisation": budget.loc_lr_scale}
-    try:
-        transform = train_transform(variant, budget.turn_ramp)
-    except ValueError as error:
-        raise ValueError(f"cell {cell}: {error}") from None
     history = fit(model, train_set, None, epochs=budget.epochs, batch_size=budget.batch_size,
                   lr=budget.lr, optimizer=budget.optimizer, schedule=budget.schedule,
                   weight_decay=budget.weight_decay, lr_scales=lr_scales, seed=budget.seed,
@@ -625,6 +667,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         **({"loc_lr_scale": budget.loc_lr_scale} if lr_scales else {}),
         **({"padding": budget.padding} if budget.padding != "valid" else {}),
         **({"turn_ramp": budget.turn_ramp} if budget.turn_ramp else {}),
+        **({"sigma_px": transform.sigma_px} if transform.sigma_px is not None else {}),
         "sampler": budget.sampler,
         "threads": budget.threads, "device": _device_name(device),
         "train_s": round(history.train_s, 1),
@@ -701,7 +744,8 @@ def _main(args: argparse.Namespace) -> int:
     given = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  optimizer=args.optimizer, schedule=args.schedule,
                  weight_decay=args.weight_decay, loc_lr_scale=args.loc_lr_scale,
-                 turn_ramp=args.turn_ramp, train_size=args.train_size, test_size=args.test_size)
+                 turn_ramp=args.turn_ramp, sigma_px=args.sigma_px,
+                 train_size=args.train_size, test_size=args.test_size)
     budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
                      padding=args.padding,
                      device=check_device(args.device),
@@ -749,6 +793,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="R and RTS: a turn curriculum; the turns widen from none to the "
                              "full range over this share of the training steps (default 0: "
                              "none)")
+    parser.add_argument("--sigma-px", type=float, default=None,
+                        help="P and E: the spread of the corner (P) or control-point (E) "
+                             "offsets in pixels, for training and test (default: the paper's "
+                             "5 and 1.5)")
     parser.add_argument("--padding", choices=PADDINGS, default="valid",
                         help="the CNN classifier's convolutions: 'valid' (default, no "
                              "padding) or 'same' (zero padding that keeps the size)")

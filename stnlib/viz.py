@@ -408,6 +408,35 @@ def error_by_budget_figure(results, cells: str | None = None, size: float = 2.4)
     return fig
 
 
+def error_by_sigma_figure(sweep, paper_errors=None, title: str | None = None):
+    """% test error against the spread of a variant's offsets, one line per model.
+
+    ``sweep``: ``{sigma_px: {cell or "oracle": error %}}`` (:func:`stnlib.paper.sigma_sweep`);
+    ``paper_errors``: ``{label: error %}`` drawn as dashed lines (the paper's figures, at
+    the spread it used, whatever that was). The error axis is logarithmic.
+    """
+    if not sweep:
+        raise ValueError("sweep is empty: nothing to draw")
+    names = sorted({name for errors in sweep.values() for name in errors},
+                   key=lambda n: (n == "oracle", n))
+    fig = _figure(5.6, 3.4)
+    ax = fig.subplots()
+    for name in names:
+        points = [(sigma, errors[name]) for sigma, errors in sweep.items() if name in errors]
+        label = "perfect transformer + CNN" if name == "oracle" else name
+        ax.plot(*zip(*points, strict=True), "o-" if len(points) > 1 else "o", label=label,
+                color="black" if name == "oracle" else None, ms=4)
+    for i, (label, error) in enumerate((paper_errors or {}).items()):
+        ax.axhline(error, color=f"C{7 + i % 3}", ls="--", lw=1, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("spread of the offsets, σ (px)")
+    ax.set_ylabel("% test error (log scale)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
 def error_by_group_figure(values, wrong, edges, xlabel: str,
                           paper_error: float | None = None, title: str | None = None):
     """% test error of the digits grouped by a per-digit quantity (how far a distortion

@@ -238,6 +238,66 @@ def test_turn_ramp_widens_the_turns_over_the_first_share_of_training():
         train_transform("R", turn_ramp="0.1")
 
 
+def test_sigma_px_scales_the_same_offsets():
+    """P and E: the offsets are the same standard-normal draws times sigma_px; the paper's
+    own spread given explicitly is the default, bit for bit (and is recorded as no option)."""
+    import pickle
+
+    for variant, paper_sigma in (("P", RANGES["P_sigma_px"]), ("E", RANGES["E_sigma_px"])):
+        key = "corner_offsets" if variant == "P" else "control_offsets"
+        default = draw_params(variant, 64, torch.Generator().manual_seed(3))
+        half = draw_params(variant, 64, torch.Generator().manual_seed(3),
+                           sigma_px=paper_sigma / 2)
+        torch.testing.assert_close(half["scale"], default["scale"], atol=0, rtol=0)
+        if variant == "E":  # no redraws: exactly half of every offset
+            torch.testing.assert_close(half[key], default[key] / 2, atol=0, rtol=0)
+        else:  # P redraws a folded quadrilateral, which a smaller spread folds less often
+            unfolded = (half[key] == default[key] / 2).all(dim=(1, 2))
+            assert unfolded.float().mean() > 0.9
+        assert half[key].std() < 0.6 * default[key].std()
+        images = _digits(4)
+        explicit = distort(images, variant, torch.Generator().manual_seed(5),
+                           sigma_px=paper_sigma)
+        torch.testing.assert_close(explicit, distort(images, variant,
+                                                     torch.Generator().manual_seed(5)),
+                                   atol=0, rtol=0)
+        still = distort(images, variant, torch.Generator().manual_seed(5), sigma_px=0)
+        assert not torch.equal(still, explicit)
+        transform = train_transform(variant, sigma_px=2)
+        assert repr(transform) == f"train_transform({variant!r}, sigma_px=2.0)"
+        assert repr(pickle.loads(pickle.dumps(transform))) == repr(transform)
+        assert repr(train_transform(variant, sigma_px=paper_sigma)) == (
+            f"train_transform({variant!r})")
+        torch.testing.assert_close(
+            transform(images, torch.Generator().manual_seed(6)),
+            distort(images, variant, torch.Generator().manual_seed(6), sigma_px=2.0),
+            atol=0, rtol=0)
+    # E with no offsets is the plain scaling: a 4x4 spline through unmoved points.
+    params = draw_params("E", 3, torch.Generator().manual_seed(0), sigma_px=0.0)
+    assert (params["control_offsets"] == 0).all()
+    oracle = oracle_transform("P", sigma_px=2.5)
+    assert repr(oracle) == "oracle_transform('P', sigma_px=2.5)"
+    distorted, drawn = distort(_digits(3), "P", torch.Generator().manual_seed(1),
+                               return_params=True, sigma_px=2.5)
+    torch.testing.assert_close(oracle(_digits(3), torch.Generator().manual_seed(1)),
+                               undo(distorted, "P", drawn))
+
+
+def test_sigma_px_errors_name_the_fix():
+    generator = torch.Generator().manual_seed(0)
+    for variant in ("R", "RTS", "TC"):
+        with pytest.raises(ValueError, match=f"variant '{variant}' has no Gaussian offsets"):
+            draw_params(variant, 2, generator, sigma_px=1.0)
+    with pytest.raises(ValueError, match="has no Gaussian offsets"):
+        train_transform("R", sigma_px=1.0)
+    for bad in (-1.0, float("nan"), float("inf"), 29.0):
+        with pytest.raises(ValueError, match=r"sigma_px must be a finite number of pixels in "
+                                             r"\[0, 28\] \(the paper's: 5.0 for P\)"):
+            distort(_digits(2), "P", generator, sigma_px=bad)
+    with pytest.raises(TypeError, match="sigma_px must be a number of pixels"):
+        train_transform("E", sigma_px="2")
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_warps_on_the_images_device(variant):
     """Drawn from the CPU generator, warped where the images are: nothing of the warp may

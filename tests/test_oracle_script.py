@@ -36,6 +36,27 @@ def test_trains_each_variant_once_into_one_file(script, mnist, tmp_path, capsys,
     assert again["final_train_loss"] == record["final_train_loss"]
 
 
+def test_sigma_px_trains_and_tests_on_milder_p(script, mnist, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STNLIB_PROGRESS", "off")
+    tiny = ["--variants", "none,P", "--epochs", "1", "--train-size", "128", "--test-size", "50"]
+    records = {}
+    for name, extra in (("mild", ["--sigma-px", "1"]), ("plain", [])):
+        path = tmp_path / f"{name}.json"
+        assert script.main([*tiny, "--results", str(path), *extra]) == 0
+        capsys.readouterr()
+        records[name] = json.loads(path.read_text())["variants"]
+    assert records["mild"]["P"]["sigma_px"] == 1.0 and "sigma_px" not in records["plain"]["P"]
+    assert "sigma_px" not in records["mild"]["none"]  # plain MNIST has no offsets
+    assert records["mild"]["none"] == {**records["plain"]["none"],
+                                       "train_s": records["mild"]["none"]["train_s"],
+                                       "finished_utc": records["mild"]["none"]["finished_utc"]}
+    assert records["mild"]["P"]["final_train_loss"] != records["plain"]["P"]["final_train_loss"]
+    path = tmp_path / "refused.json"
+    assert script.main(["--variants", "none,R", "--sigma-px", "1", "--results", str(path)]) == 2
+    assert "variant 'R' has no Gaussian offsets" in capsys.readouterr().err
+    assert not path.exists()  # refused before anything trained
+
+
 def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
     path = tmp_path / "oracle.json"
     assert script.main(["--variants", "E", "--results", str(path)]) == 2

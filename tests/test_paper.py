@@ -447,6 +447,74 @@ def test_cli_turn_ramp_is_used_recorded_and_shown(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_cli_sigma_px_is_used_for_training_and_test_recorded_and_shown(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    common = ["paper", "--fast", "--no-progress", "--sampler", "torch", "--cells", "cnn/P"]
+    runs = {}
+    for name, extra in (("mild", ["--sigma-px", "0"]), ("paper", ["--sigma-px", "5"]),
+                        ("plain", [])):
+        args = parser.parse_args([*common, "--results", str(tmp_path / name), *extra])
+        assert args.func(args) == 0
+        runs[name] = paper.load_results(tmp_path / name)["cells"]["cnn/P"]
+    assert runs["mild"]["sigma_px"] == 0.0
+    assert "sigma_px" not in runs["plain"] and "sigma_px" not in runs["paper"]  # the paper's
+    assert "| cnn/P (offsets sigma 0.0 px) |" in (tmp_path / "mild" / "table1.md").read_text()
+    assert "offsets sigma" not in (tmp_path / "plain" / "table1.md").read_text()
+    for key in ("final_train_loss", "error_pct"):
+        assert runs["paper"][key] == runs["plain"][key]
+    assert runs["mild"]["final_train_loss"] != runs["plain"]["final_train_loss"]  # training
+    # ... and the test set: the same weights read the milder test digits differently.
+    fast = paper.fast_budget()
+    plain = paper.distorted_test_set("P", fast.test_size)
+    mild = paper.distorted_test_set("P", fast.test_size, sigma_px=0.0)
+    assert plain.labels.equal(mild.labels) and not plain.images.equal(mild.images)
+    for cell, value, message in (
+            ("cnn/R", "2", "cell cnn/R: sigma_px=2.0: variant 'R' has no Gaussian offsets"),
+            ("cnn/E", "-1", "sigma_px must be a finite number of pixels in [0, 28]")):
+        args = parser.parse_args([*common[:-2], "--cells", cell, "--results",
+                                  str(tmp_path / "c"), "--sigma-px", value])
+        assert args.func(args) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_sigma_sweep_reads_each_spread_from_the_records(tmp_path):
+    from stnlib import viz
+
+    def write(folder: Path, errors: dict[str, float], sigma: float | None,
+              oracle: float | None = None) -> None:
+        cells = {cell: {"status": "done", "error_pct": error,
+                        **({"sigma_px": sigma} if sigma is not None else {})}
+                 for cell, error in errors.items()}
+        folder.mkdir(parents=True)
+        (folder / "table1.json").write_text(json.dumps({"cells": cells}))
+        if oracle is not None:
+            record = {"error_pct": oracle, **({"sigma_px": sigma} if sigma is not None else {})}
+            (folder / "oracle.json").write_text(json.dumps({"variants": {"P": record}}))
+
+    # folder names are only names: the spread comes from each record
+    write(tmp_path / "sweep" / "b", {"cnn/P": 1.4, "stcnn-aff/P": 0.9}, 3.0, oracle=0.8)
+    write(tmp_path / "sweep" / "a", {"cnn/P": 0.8}, 1.5)
+    write(tmp_path / "main", {"cnn/P": 8.0, "stcnn-aff/P": 3.0, "cnn/R": 1.7}, None, oracle=1.8)
+    sweep = paper.sigma_sweep(tmp_path / "sweep", main=tmp_path / "main")
+    assert sweep == {1.5: {"cnn/P": 0.8}, 3.0: {"cnn/P": 1.4, "stcnn-aff/P": 0.9, "oracle": 0.8},
+                     5.0: {"cnn/P": 8.0, "stcnn-aff/P": 3.0, "oracle": 1.8}}
+    assert list(paper.sigma_sweep(tmp_path / "sweep")) == [1.5, 3.0]
+    figure = viz.error_by_sigma_figure(sweep, {"paper CNN": 1.5, "paper ST-CNN": 0.8})
+    lines = {line.get_label(): line.get_data() for line in figure.axes[0].get_lines()}
+    assert list(lines["cnn/P"][0]) == [1.5, 3.0, 5.0] and list(lines["cnn/P"][1]) == [0.8, 1.4, 8.0]
+    assert list(lines["perfect transformer + CNN"][1]) == [0.8, 1.8]
+    assert list(lines["paper CNN"][1]) == [1.5, 1.5]
+    with pytest.raises(ValueError, match="no \\*/table1.json under"):
+        paper.sigma_sweep(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="variant must be one of \\('P', 'E'\\)"):
+        paper.sigma_sweep(tmp_path / "sweep", variant="R")
+    with pytest.raises(ValueError, match="sweep is empty"):
+        viz.error_by_sigma_figure({})
+
+
 @pytest.mark.parametrize("variant", ["R", "RTS"])
 def test_remaining_turn_is_the_drawn_angle_through_an_identity_transformer(variant, mnist):
     model = cell_model(f"stcnn-aff/{variant}", sampler="torch")
