@@ -85,11 +85,13 @@ def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
               "test_images": len(test_set), "torch": torch.__version__,
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if variant != "none":
-        table = _table_errors(variant)
         record.update(test_seed=paper.TEST_SEEDS[variant],
-                      st_cnn_pct={c: e for c, e in table.items() if c.startswith("stcnn-")},
-                      cnn_pct=table.get(f"cnn/{variant}"),
                       paper_st_cnn_pct=paper.PAPER_ERROR[f"stcnn-aff/{variant}"])
+        if budget.sigma_px is None:  # the table's cells share this test set: context
+            table = _table_errors(variant)
+            record.update(st_cnn_pct={c: e for c, e in table.items()
+                                      if c.startswith("stcnn-")},
+                          cnn_pct=table.get(f"cnn/{variant}"))
     return record
 
 

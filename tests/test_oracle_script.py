@@ -46,6 +46,8 @@ def test_sigma_px_trains_and_tests_on_milder_p(script, mnist, tmp_path, capsys, 
         capsys.readouterr()
         records[name] = json.loads(path.read_text())["variants"]
     assert records["mild"]["P"]["sigma_px"] == 1.0 and "sigma_px" not in records["plain"]["P"]
+    # the table's cells are tested on the paper's spread: no context for another one
+    assert "cnn_pct" in records["plain"]["P"] and "cnn_pct" not in records["mild"]["P"]
     assert "sigma_px" not in records["mild"]["none"]  # plain MNIST has no offsets
     assert records["mild"]["none"] == {**records["plain"]["none"],
                                        "train_s": records["mild"]["none"]["train_s"],
