@@ -5,10 +5,14 @@ What it answers: a spatial transformer can at best undo the distortion. Its clas
 sees the digit upright and at full size, but with what the distortion lost: ink pushed off
 the canvas, detail blurred by two bilinear interpolations (the distortion's and the
 transformer's). This script hands the CNN exactly that (``stnlib.distort.undo``, the
-"oracle": it knows the drawn parameters), so its error is the floor an ST-CNN with the same
-classifier and budget can reach on a variant. ``none`` trains the same CNN on plain MNIST,
-the floor with nothing lost. Same recipe as ``python -m stnlib paper`` (Adam, one-cycle, lr
-0.002, batch 64, seed 0, the fixed test set of each variant).
+"oracle": it knows the drawn parameters), so its error is a reference for what an ST-CNN
+with the same classifier and budget can reach on a variant. ``none`` trains the same CNN on
+plain MNIST, with nothing lost. Neither is a hard floor. On plain MNIST, R, RTS and P at
+``--sigma-px 3`` these CNNs end with a training loss of 0.003 or less, the ST-CNNs near
+0.02: a learned transformer leaves some variation in the digits it hands on, which seems to
+help its classifier generalise (P at σ = 3 px: the oracle 0.85%, the affine ST-CNN 0.66%).
+Same recipe as ``python -m stnlib paper`` (Adam, one-cycle, lr 0.002, batch 64, seed 0,
+the fixed test set of each variant).
 
     python benchmarks/oracle.py --variants none,R,P --epochs 30 --threads 1 \\
         --results results/oracle.json
