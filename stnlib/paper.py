@@ -421,14 +421,16 @@ def turn_summary(result: dict[str, torch.Tensor], far_degrees: float = 75.0
             "undone_pct": 100 * undone_fraction(result["drawn"], result["remaining"]),
             "left_far_deg": float(result["remaining"][far].abs().mean())}
 
-def sigma_sweep(folder: str | Path, variant: str = "P",
-                main: str | Path | None = None) -> dict[float, dict[str, float]]:
+def sigma_sweep(folder: str | Path, variant: str = "P", main: str | Path | None = None,
+                cells: str | None = None) -> dict[float, dict[str, float]]:
     """% test error of ``variant``'s cells by the spread of its offsets (``--sigma-px``).
 
     Reads every ``folder/*/table1.json`` (cells trained with ``--sigma-px``, which their
     records carry) and the ``oracle.json`` beside each (``benchmarks/oracle.py
     --sigma-px``, as ``"oracle"``); ``main`` adds the results folder trained with the
-    paper's spread (its ``table1.json`` and ``oracle.json``). Returns
+    paper's spread (its ``table1.json`` and ``oracle.json``). ``cells``: patterns as in
+    ``--cells`` (``"cnn/*,stcnn-*"``; default all; ``"oracle"`` comes whatever they are).
+    Returns
     ``{sigma_px: {cell or "oracle": error %}}``, smallest spread first.
     """
     from stnlib.distort import SIGMA_KEYS, offset_sigma
@@ -436,6 +438,7 @@ def sigma_sweep(folder: str | Path, variant: str = "P",
     if variant not in SIGMA_KEYS:
         raise ValueError(f"variant must be one of {tuple(SIGMA_KEYS)} (the ones with a "
                          f"--sigma-px), got {variant!r}")
+    chosen = set(select_cells(cells))
     folders = sorted(p.parent for p in Path(folder).glob("*/table1.json"))
     if main is not None:
         folders.append(Path(main))
@@ -445,7 +448,8 @@ def sigma_sweep(folder: str | Path, variant: str = "P",
     sweep: dict[float, dict[str, float]] = {}
     for results_dir in folders:
         for cell, record in load_results(results_dir)["cells"].items():
-            if cell.endswith(f"/{variant}") and record.get("status") == "done":
+            if (cell.endswith(f"/{variant}") and cell in chosen
+                    and record.get("status") == "done"):
                 sigma = offset_sigma(variant, record.get("sigma_px"))
                 sweep.setdefault(sigma, {})[cell] = record["error_pct"]
         oracle_path = results_dir / "oracle.json"

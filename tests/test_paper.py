@@ -502,6 +502,8 @@ def test_sigma_sweep_reads_each_spread_from_the_records(tmp_path):
     assert sweep == {1.5: {"cnn/P": 0.8}, 3.0: {"cnn/P": 1.4, "stcnn-aff/P": 0.9, "oracle": 0.8},
                      5.0: {"cnn/P": 8.0, "stcnn-aff/P": 3.0, "oracle": 1.8}}
     assert list(paper.sigma_sweep(tmp_path / "sweep")) == [1.5, 3.0]
+    assert paper.sigma_sweep(tmp_path / "sweep", cells="stcnn-*") == {3.0: {
+        "stcnn-aff/P": 0.9, "oracle": 0.8}}
     figure = viz.error_by_sigma_figure(sweep, {"paper CNN": 1.5, "paper ST-CNN": 0.8})
     lines = {line.get_label(): line.get_data() for line in figure.axes[0].get_lines()}
     assert list(lines["cnn/P"][0]) == [1.5, 3.0, 5.0] and list(lines["cnn/P"][1]) == [0.8, 1.4, 8.0]
