@@ -421,6 +421,7 @@ def turn_summary(result: dict[str, torch.Tensor], far_degrees: float = 75.0
             "undone_pct": 100 * undone_fraction(result["drawn"], result["remaining"]),
             "left_far_deg": float(result["remaining"][far].abs().mean())}
 
+
 def sigma_sweep(folder: str | Path, variant: str = "P", main: str | Path | None = None,
                 cells: str | None = None) -> dict[float, dict[str, float]]:
     """% test error of ``variant``'s cells by the spread of its offsets (``--sigma-px``).
@@ -430,8 +431,7 @@ def sigma_sweep(folder: str | Path, variant: str = "P", main: str | Path | None 
     --sigma-px``, as ``"oracle"``); ``main`` adds the results folder trained with the
     paper's spread (its ``table1.json`` and ``oracle.json``). ``cells``: patterns as in
     ``--cells`` (``"cnn/*,stcnn-*"``; default all; ``"oracle"`` comes whatever they are).
-    Returns
-    ``{sigma_px: {cell or "oracle": error %}}``, smallest spread first.
+    Returns ``{sigma_px: {cell or "oracle": error %}}``, smallest spread first.
     """
     from stnlib.distort import SIGMA_KEYS, offset_sigma
 
