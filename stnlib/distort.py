@@ -202,8 +202,10 @@ def draw_params(variant: str, n: int, generator: torch.Generator,
         raise TypeError(f"generator must be a torch.Generator (for example "
                         f"torch.Generator().manual_seed(0)), got {type(generator)}")
     turn_scale = _check_turn_scale(variant, turn_scale)
-    sigma_px = _check_sigma(variant, sigma_px)
-    sigma = offset_sigma(variant, sigma_px) if variant in SIGMA_KEYS else 0.0
+    if variant in SIGMA_KEYS:
+        sigma = offset_sigma(variant, sigma_px)
+    else:
+        _check_sigma(variant, sigma_px)  # refuses a sigma_px: this variant has no offsets
     r = RANGES
     if variant == "R":
         return {"angle": _uniform(n, -r["R_degrees"], r["R_degrees"], generator) * turn_scale}
