@@ -140,13 +140,15 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
                              f"{getattr(args, name)}")
-    if args.sigma_px is not None:  # refused up front, before any variant trains
-        for variant in variants:
-            if variant != "none":
-                oracle_transform(variant, args.sigma_px)
+    # A bad --sigma-px is refused up front, before any variant trains; the paper's own
+    # spread counts as unset (no sigma_px in the record), as in `stnlib paper`.
+    sigma_px = args.sigma_px
+    for variant in variants:
+        if variant != "none" and sigma_px is not None:
+            sigma_px = oracle_transform(variant, sigma_px).sigma_px
     budget = paper.Budget(epochs=args.epochs, threads=args.threads,
                           train_size=args.train_size, test_size=args.test_size,
-                          sigma_px=args.sigma_px)
+                          sigma_px=sigma_px)
     path = Path(args.results)
     done = load(path)["variants"]
     for variant in variants:

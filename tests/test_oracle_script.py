@@ -53,6 +53,12 @@ def test_sigma_px_trains_and_tests_on_milder_p(script, mnist, tmp_path, capsys, 
                                        "train_s": records["mild"]["none"]["train_s"],
                                        "finished_utc": records["mild"]["none"]["finished_utc"]}
     assert records["mild"]["P"]["final_train_loss"] != records["plain"]["P"]["final_train_loss"]
+    path = tmp_path / "paper.json"  # the paper's own spread: the plain record, context too
+    assert script.main([*tiny, "--results", str(path), "--sigma-px", "5"]) == 0
+    capsys.readouterr()
+    own = json.loads(path.read_text())["variants"]["P"]
+    assert "sigma_px" not in own and "cnn_pct" in own
+    assert own["final_train_loss"] == records["plain"]["P"]["final_train_loss"]
     path = tmp_path / "refused.json"
     assert script.main(["--variants", "none,R", "--sigma-px", "1", "--results", str(path)]) == 2
     assert "variant 'R' has no Gaussian offsets" in capsys.readouterr().err
