@@ -454,7 +454,12 @@ def sigma_sweep(folder: str | Path, variant: str = "P", main: str | Path | None 
                 sweep.setdefault(sigma, {})[cell] = record["error_pct"]
         oracle_path = results_dir / "oracle.json"
         if oracle_path.exists():
-            oracle = json.loads(oracle_path.read_text(encoding="utf-8"))["variants"]
+            try:
+                oracle = json.loads(oracle_path.read_text(encoding="utf-8"))["variants"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(f"{oracle_path} is not a readable oracle.json ({error}); "
+                                 f"restore it with `git checkout {oracle_path}` or move it "
+                                 "away") from error
             if variant in oracle:
                 sigma = offset_sigma(variant, oracle[variant].get("sigma_px"))
                 sweep.setdefault(sigma, {})["oracle"] = oracle[variant]["error_pct"]

@@ -515,6 +515,9 @@ def test_sigma_sweep_reads_each_spread_from_the_records(tmp_path):
         paper.sigma_sweep(tmp_path / "sweep", variant="R")
     with pytest.raises(ValueError, match="sweep is empty"):
         viz.error_by_sigma_figure({})
+    (tmp_path / "sweep" / "a" / "oracle.json").write_text("{ broken")
+    with pytest.raises(ValueError, match="oracle.json is not a readable oracle.json"):
+        paper.sigma_sweep(tmp_path / "sweep")
 
 
 @pytest.mark.parametrize("variant", ["R", "RTS"])
