@@ -17,15 +17,24 @@ constructor arguments such that ``type(model)(**model.config)`` rebuilds it (eve
 model in stnlib records one). Files are written atomically: to a temporary file in the
 same folder, then ``os.replace``, so an interrupted save never destroys the previous
 checkpoint.
+
+While :func:`stnlib.train.fit` trains into a checkpoint it holds :func:`checkpoint_lock`
+on it, so a second process started on the same file (the same cell trained twice into
+one results folder, say) stops with :class:`CheckpointInUseError` instead of resuming the
+first one's state and overwriting its saves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pickle
+import socket
 import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,10 @@ FORMAT, VERSION = "stnlib-checkpoint", 1
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, damaged, or holds a different model than expected."""
+
+
+class CheckpointInUseError(CheckpointError):
+    """Another process is training into the same checkpoint file right now."""
 
 
 def class_path(obj_or_class: Any) -> str:
@@ -237,3 +250,83 @@ def _jsonish(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonish(v) for k, v in value.items()}
     return value
+
+
+# ------------------------------------------------------------------------------------
+# one writer per checkpoint
+# ------------------------------------------------------------------------------------
+
+def lock_path(path: str | os.PathLike[str]) -> Path:
+    """The lock file of a checkpoint: ``<path>.lock`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on the open file ``fd`` without waiting; False if held.
+
+    The operating system drops the lock when the process ends, however it ends, so a lock
+    left by a crashed or killed run never blocks the next one.
+    """
+    try:
+        if os.name == "nt":  # pragma: no cover - Windows
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _holder(lock: Path) -> str:
+    """Who holds ``lock``, as its holder wrote it (best effort)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = lock.read_text(encoding="utf-8").strip()
+        if text:
+            return text
+    return "another process"
+
+
+@contextlib.contextmanager
+def checkpoint_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold the lock of checkpoint ``path`` (file ``<path>.lock``) inside this block.
+
+    Only one process at a time can hold it. A second one gets
+    :class:`CheckpointInUseError`, which names the holder (process id, host, start time)
+    and what to do, before it reads or writes the checkpoint. The lock file is removed
+    when the block ends; a stale one (its process gone) is simply taken over.
+    Yields the lock file's path.
+    """
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        if not _try_lock(fd):
+            os.close(fd)
+            raise CheckpointInUseError(
+                f"{path} is being trained into right now by {_holder(lock)} "
+                f"(lock file {lock}): wait for that run to finish, or give this one another "
+                "checkpoint path (python -m stnlib paper: another --results folder). If no "
+                "such run exists any more, delete the lock file."
+            )
+        try:  # the holder before us may have removed the file we opened: start again
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, since {stamp}\n"
+                 .encode())
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):  # Windows cannot remove an open file: left stale
+            lock.unlink()
+        os.close(fd)

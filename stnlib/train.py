@@ -31,6 +31,7 @@ from torch import nn
 
 from stnlib.checkpoint import (
     atomic_write_text,
+    checkpoint_lock,
     load_weights,
     read_checkpoint,
     save_checkpoint,
@@ -314,7 +315,9 @@ def fit(
             ``checkpoint_every`` steps and when ``max_steps`` stops the run.
         resume: continue from ``checkpoint`` if it exists (a finished run returns at once);
             the result equals an uninterrupted run. Without ``resume`` an existing
-            checkpoint file is an error, never silently overwritten.
+            checkpoint file is an error, never silently overwritten. While it trains, fit
+            holds the checkpoint's lock (:func:`stnlib.checkpoint.checkpoint_lock`): a
+            second run on the same file stops at once with ``CheckpointInUseError``.
         progress: ``True`` (the style of ``$STNLIB_PROGRESS``, bars by default),
             ``"bars"`` (tqdm), ``"lines"`` (one printed line per epoch) or ``False``;
             see :mod:`stnlib.progress`.
@@ -338,6 +341,8 @@ def fit(
     Raises:
         TrainingDivergedError: the loss became nan/inf (message names the step and the fix).
         ValueError / TypeError: bad arguments, or a checkpoint from different settings.
+        stnlib.checkpoint.CheckpointInUseError: another process is training into
+            ``checkpoint`` (a ValueError too).
     """
     _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimizer, schedule,
                     max_steps, train_transform, weight_decay, lr_scales)
@@ -360,7 +365,8 @@ def fit(
         model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, optimizer, lr, float(weight_decay), float(momentum), lr_scales)
 
-    with _training_context(seed, threads, deterministic):
+    lock = checkpoint_lock(checkpoint) if checkpoint is not None else contextlib.nullcontext()
+    with _training_context(seed, threads, deterministic), lock:
         generator = torch.Generator().manual_seed(int(seed))
         history, state = History(), None
         if checkpoint is not None and checkpoint.exists():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +13,9 @@ from torch import nn
 import stnlib
 from stnlib.checkpoint import (
     CheckpointError,
+    CheckpointInUseError,
     atomic_save,
+    checkpoint_lock,
     class_path,
     load_checkpoint,
     load_weights,
@@ -103,3 +109,52 @@ def test_atomic_save_keeps_the_old_file_when_saving_fails(tmp_path):
         atomic_save({"a": lambda: 0}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pt"]  # no temp file left
+
+
+# --- one writer per checkpoint ------------------------------------------------------
+
+def test_checkpoint_lock_refuses_a_second_holder_and_is_removed_after(tmp_path):
+    path = tmp_path / "runs" / "cell.pt"
+    with checkpoint_lock(path) as lock:
+        assert lock == tmp_path / "runs" / "cell.pt.lock"
+        assert f"process {os.getpid()} on " in lock.read_text()
+        with pytest.raises(CheckpointInUseError,
+                           match=rf"cell.pt is being trained into right now by process "
+                                 rf"{os.getpid()} on .*wait for that run.*another --results"):
+            with checkpoint_lock(path):
+                pass
+        assert isinstance(CheckpointInUseError("x"), ValueError)  # the CLIs print it
+    assert not lock.exists()
+    with checkpoint_lock(path):  # free again
+        pass
+
+
+def test_checkpoint_lock_takes_over_a_stale_lock_file(tmp_path):
+    path = tmp_path / "cell.pt"
+    (tmp_path / "cell.pt.lock").write_text("process 1 on a-machine-long-gone\n")
+    with checkpoint_lock(path) as lock:
+        assert f"process {os.getpid()}" in lock.read_text()
+    assert not lock.exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="kills a process with SIGKILL")
+def test_checkpoint_lock_of_a_killed_process_is_free_at_once(tmp_path):
+    """The operating system drops the lock with its process: a run killed mid-training
+    (kill -9, out of memory) leaves a lock file that blocks nothing."""
+    path = tmp_path / "cell.pt"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from stnlib.checkpoint import "
+         f"checkpoint_lock\nwith checkpoint_lock({str(path)!r}):\n"
+         "    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointInUseError, match=f"by process {holder.pid} on "):
+            with checkpoint_lock(path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / "cell.pt.lock").exists()  # left behind by the killed run ...
+    with checkpoint_lock(path):  # ... and taken over
+        pass

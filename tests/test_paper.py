@@ -322,6 +322,26 @@ def test_cli_names_the_flag_whose_pattern_matches_no_cell(tmp_path, capsys):
     assert paper.load_results(tmp_path)["cells"]["cnn/R"].get("status") != "done"
 
 
+def test_cli_refuses_a_cell_another_process_is_training_into_the_same_folder(tmp_path,
+                                                                            capsys):
+    import argparse
+
+    from stnlib.checkpoint import checkpoint_lock
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "cnn/R",
+                              "--results", str(tmp_path)])
+    with checkpoint_lock(tmp_path / "runs" / "cnn_R.pt"):  # the same cell, running
+        assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "cnn_R.pt is being trained into right now by process" in err
+    assert "another --results folder" in err
+    assert paper.load_results(tmp_path)["cells"]["cnn/R"].get("status") != "done"
+    assert args.func(args) == 0  # once it is free the cell trains
+
+
 def test_device_is_checked_and_recorded(monkeypatch):
     assert paper.check_device("cpu") == "cpu"
     for bad, message in (("tpu", "torch device such as 'cpu' or 'cuda'"),

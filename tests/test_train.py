@@ -177,6 +177,21 @@ def test_checkpoint_every_and_safe_overwrite_rules(tmp_path):
         fit(tiny_stcnn(), blobs(64, size=20), checkpoint=path, resume=True, **FIT)
 
 
+def test_fit_refuses_a_checkpoint_another_run_is_training_into(tmp_path):
+    from stnlib.checkpoint import CheckpointInUseError, checkpoint_lock
+
+    train, path = blobs(64), tmp_path / "c.pt"
+    fit(tiny_cnn(), train, checkpoint=path, max_steps=2, **FIT)
+    before = path.read_bytes()
+    with checkpoint_lock(path):  # another run holds it
+        with pytest.raises(CheckpointInUseError, match="c.pt is being trained into"):
+            fit(tiny_cnn(), train, checkpoint=path, resume=True, **FIT)
+    assert path.read_bytes() == before  # neither resumed nor overwritten
+    assert not (tmp_path / "c.pt.lock").exists()
+    history = fit(tiny_cnn(), train, checkpoint=path, resume=True, **FIT)  # free: resumes
+    assert history.completed and not (tmp_path / "c.pt.lock").exists()
+
+
 def test_nan_guard_names_the_step_and_the_fix():
     def poison(images, generator):
         poison.calls += 1
