@@ -71,11 +71,15 @@ def _paper_args(text: str) -> list[str]:
     parser = subparsers.choices["paper"]
     # What the parser itself read, so an abbreviation (--epoch) or --opt=value counts too.
     parser.set_defaults(**dict.fromkeys(_OWN_SETTINGS, _UNSET))
+
+    def refuse(message: str) -> None:  # argparse would print its usage and exit
+        raise ValueError(f"--paper-args {text!r}: {message} (python -m stnlib paper --help)")
+
+    parser.exit_on_error, parser.error = False, refuse
     try:
         given, unknown = parser.parse_known_args(extra)
-    except SystemExit:  # argparse printed why (a bad value) to stderr
-        raise ValueError(f"--paper-args {text!r}: not valid options of `python -m stnlib "
-                         f"paper` (see above)") from None
+    except argparse.ArgumentError as error:  # a bad value, e.g. --turn-ramp abc
+        refuse(str(error))
     own = [name for name in _OWN_SETTINGS if getattr(given, name) is not _UNSET]
     if own:
         raise ValueError(f"--paper-args: --{own[0].replace('_', '-')} is set by this script; "

@@ -51,8 +51,12 @@ def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
                            ("--epoch=3", "--paper-args: --epochs is set by this script"),
                            ("--turn-ramp 0.1 --for", "--paper-args: --force is set by"),
                            ("--bogus 1", "--paper-args: --bogus is not an option"),
-                           ("--turn-ramp x", "not valid options of `python -m stnlib paper`"),
+                           ("--turn-ramp x", "argument --turn-ramp: invalid float value: 'x'"),
+                           ("--optimizer rmsprop", "--optimizer: invalid choice: 'rmsprop'"),
+                           ("--padding", "--padding: expected one argument"),
                            ("--turn-ramp '0.1", "No closing quotation")):
         assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--device", "cpu",
                             f"--paper-args={extra}", *common]) == 2
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err
+        assert err.startswith("error: ") and err.count("\n") == 1  # one line, no usage
