@@ -9,9 +9,11 @@ Models (appendix A.1 as we read it; choices we had to make are marked *choice*):
 * **ST-FCN / ST-CNN**: a spatial transformer at the input, then the same classifier. Its
   localisation network is an FCN ``S*S -> 32 -> 32 -> P`` (ST-FCN) or a CNN
   ``conv 5x5, 20 -> pool 2 -> conv 5x5, 20 -> pool 2 -> 50 -> P`` (ST-CNN), whose last layer
-  starts at zero weights and the identity bias. The transformer's output is 28x28 for every
-  variant (*choice*: RTS 42x42 and TC 60x60 inputs are resampled to 28x28, so the
-  transformer must zoom in to keep the digit at full resolution).
+  starts at zero weights and the identity bias (``loc_size="large"``, ``--loc-size large``,
+  an option of ours: ``S*S -> 128 -> 128 -> P`` and ``conv 32 -> conv 64 -> 128 -> P``).
+  The transformer's output is 28x28 for every variant (*choice*: RTS 42x42 and TC 60x60
+  inputs are resampled to 28x28, so the transformer must zoom in to keep the digit at full
+  resolution).
 * Transformers (``P`` parameters): ``aff`` affine (6, :func:`stnlib.affine_grid`), ``proj``
   projective (8, :func:`stnlib.projective.projective_grid`), ``tps`` thin-plate spline with
   a 4x4 grid of control points (32, :func:`stnlib.tps.tps_grid`).
@@ -130,14 +132,25 @@ def _cnn(side: int, outputs: int, padding: str = "valid") -> nn.Sequential:
     )
 
 
-def _localisation(kind: str, side: int, outputs: int) -> nn.Sequential:
+#: Widths of the localisation network: FCN hidden units, or CNN (conv 1, conv 2, hidden).
+#: "standard" is the table's (our reading of the appendix); "large" is an option of ours,
+#: to ask whether a stronger localisation network undoes more of a distortion.
+LOC_SIZES: dict[str, dict[str, Any]] = {
+    "standard": {"fcn": 32, "cnn": (20, 20, 50)},
+    "large": {"fcn": 128, "cnn": (32, 64, 128)},
+}
+
+
+def _localisation(kind: str, side: int, outputs: int, size: str = "standard") -> nn.Sequential:
     if kind == "fcn":
-        return _fcn(side, 32, outputs)
+        return _fcn(side, LOC_SIZES[size]["fcn"], outputs)
+    first, second, hidden = LOC_SIZES[size]["cnn"]
     out = _conv_side(_conv_side(side, 5), 5)
     return nn.Sequential(
-        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(20, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(20 * out * out, 50), nn.ReLU(), nn.Linear(50, outputs),
+        nn.Conv2d(1, first, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(first, second, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(second * out * out, hidden), nn.ReLU(),
+        nn.Linear(hidden, outputs),
     )
 
 
@@ -153,6 +166,8 @@ class PaperNet(nn.Module):
         seed: initial weights are drawn from it (torch's global random state is untouched).
         padding: the CNN classifier's convolutions, ``"valid"`` (default: no padding, a
             2x2x32 map before the last layer at 28x28) or ``"same"`` (7x7x32).
+        loc_size: the localisation network's widths, ``"standard"`` (default) or
+            ``"large"`` (:data:`LOC_SIZES`); models with a transformer only.
 
     Shapes: ``forward(input (N, 1, S, S) in [0, 1]) -> logits (N, 10)``;
     ``rectify(input) -> (N, 1, output_size, output_size)``, the transformer's output;
@@ -162,7 +177,8 @@ class PaperNet(nn.Module):
 
     def __init__(self, classifier: str = "cnn", transformer: str | None = None,
                  input_size: int = 28, output_size: int = 28, sampler: str = "stnlib",
-                 seed: int | None = 0, padding: str = "valid") -> None:
+                 seed: int | None = 0, padding: str = "valid",
+                 loc_size: str = "standard") -> None:
         super().__init__()
         if classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
@@ -175,6 +191,11 @@ class PaperNet(nn.Module):
         if padding != "valid" and classifier != "cnn":
             raise ValueError(f"padding={padding!r} is for the CNN classifier; an FCN has no "
                              "convolutions (leave padding='valid')")
+        if loc_size not in LOC_SIZES:
+            raise ValueError(f"loc_size must be one of {tuple(LOC_SIZES)}, got {loc_size!r}")
+        if loc_size != "standard" and transformer is None:
+            raise ValueError(f"loc_size={loc_size!r} sizes the localisation network; a model "
+                             "without a spatial transformer has none (leave it 'standard')")
         if int(input_size) < 28 or int(output_size) < 28:
             raise ValueError(f"input_size and output_size must be >= 28 pixels, got "
                              f"{input_size} and {output_size}")
@@ -183,6 +204,8 @@ class PaperNet(nn.Module):
                        "sampler": sampler, "seed": seed}
         if padding != "valid":  # absent otherwise: checkpoints written before it still load
             self.config["padding"] = padding
+        if loc_size != "standard":  # the same: absent for the table's models
+            self.config["loc_size"] = loc_size
         self.transformer, self.sampler = transformer, sampler
         self.input_size = int(input_size)
         side = int(output_size) if transformer else int(input_size)
@@ -190,7 +213,7 @@ class PaperNet(nn.Module):
         with seeded_init(seed):
             if transformer:
                 self.localisation = _localisation(classifier, self.input_size,
-                                                  TRANSFORMERS[transformer])
+                                                  TRANSFORMERS[transformer], loc_size)
                 identity_init_(self.localisation[-1], identity_params(transformer))
             self.classifier = (_fcn(side, 64, 10) if classifier == "fcn"
                                else _cnn(side, 10, padding))
@@ -286,7 +309,7 @@ def select_cells(patterns: str | None, option: str = "--cells") -> list[str]:
 
 
 def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0,
-               padding: str = "valid") -> PaperNet:
+               padding: str = "valid", loc_size: str = "standard") -> PaperNet:
     """The untrained model of a cell, e.g. ``cell_model("stcnn-tps/RTS")``."""
     from stnlib.distort import OUTPUT_SIZE
 
@@ -295,7 +318,7 @@ def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0,
     model, variant = cell.split("/")
     classifier, transformer = MODELS[model]
     return PaperNet(classifier, transformer, input_size=OUTPUT_SIZE[variant], output_size=28,
-                    sampler=sampler, seed=seed, padding=padding)
+                    sampler=sampler, seed=seed, padding=padding, loc_size=loc_size)
 
 
 def distorted_test_set(variant: str, size: int | None = None, sigma_px: float | None = None):
@@ -506,6 +529,7 @@ class Budget:
     weight_decay: float = 0.0  # decoupled with "adamw", L2 in the loss with "adam" and "sgd"
     loc_lr_scale: float = 1.0  # the localisation network's lr is lr * loc_lr_scale
     padding: str = "valid"  # the CNN classifier's convolutions (PADDINGS)
+    loc_size: str = "standard"  # the localisation network's widths (LOC_SIZES)
     turn_ramp: float = 0.0  # R, RTS: turns widen from 0 to full over this share of the steps
     sigma_px: float | None = None  # P, E: the offsets' spread in pixels (None: the paper's)
     schedule: str = "onecycle"
@@ -591,6 +615,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             continue
         lines.append(
             f"| {cell}{' (same-padded CNN)' if r.get('padding') == 'same' else ''}"
+            f"{' (' + r['loc_size'] + ' localisation net)' if 'loc_size' in r else ''}"
             f"{' (offsets sigma ' + str(r['sigma_px']) + ' px)' if 'sigma_px' in r else ''} | "
             f"{r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
             f"{r['epochs']} | "
@@ -635,7 +660,11 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
 
     model_key, variant = cell.split("/")
     device = check_device(budget.device)
-    model = cell_model(cell, budget.sampler, budget.seed, budget.padding).to(device)
+    try:
+        model = cell_model(cell, budget.sampler, budget.seed, budget.padding, budget.loc_size)
+    except ValueError as error:
+        raise ValueError(f"cell {cell}: {error}") from None
+    model = model.to(device)
     train_set = mnist(train=True)
     if budget.train_size is not None:
         train_set = train_set.subset(budget.train_size)
@@ -675,6 +704,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         "schedule": budget.schedule, "lr": budget.lr, "weight_decay": budget.weight_decay,
         **({"loc_lr_scale": budget.loc_lr_scale} if lr_scales else {}),
         **({"padding": budget.padding} if budget.padding != "valid" else {}),
+        **({"loc_size": budget.loc_size} if budget.loc_size != "standard" else {}),
         **({"turn_ramp": budget.turn_ramp} if budget.turn_ramp else {}),
         **({"sigma_px": transform.sigma_px} if transform.sigma_px is not None else {}),
         "sampler": budget.sampler,
@@ -756,7 +786,7 @@ def _main(args: argparse.Namespace) -> int:
                  turn_ramp=args.turn_ramp, sigma_px=args.sigma_px,
                  train_size=args.train_size, test_size=args.test_size)
     budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
-                     padding=args.padding,
+                     padding=args.padding, loc_size=args.loc_size,
                      device=check_device(args.device),
                      **{k: v for k, v in given.items() if v is not None})
     results_dir = Path(args.results or (_FAST_RESULTS if fast else "results"))
@@ -809,6 +839,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--padding", choices=PADDINGS, default="valid",
                         help="the CNN classifier's convolutions: 'valid' (default, no "
                              "padding) or 'same' (zero padding that keeps the size)")
+    parser.add_argument("--loc-size", choices=tuple(LOC_SIZES), default="standard",
+                        help="ST models: the localisation network's widths, 'standard' "
+                             "(default: conv 20, conv 20, 50 hidden) or 'large' (conv 32, "
+                             "conv 64, 128 hidden; FCN: 128 hidden)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="stnlib",
                         help="'torch' is the opt-in fast path (same result within 1e-5)")

@@ -635,3 +635,53 @@ def test_cli_padding_is_used_recorded_and_shown(tmp_path):
         p.numel() for p in cell_model("cnn/R", padding="same").parameters())
     assert "| cnn/R (same-padded CNN) |" in (tmp_path / "table1.md").read_text()
     assert load_checkpoint(tmp_path / "checkpoints" / "cnn_R.pt").config["padding"] == "same"
+
+
+def test_large_localisation_network_widens_only_the_localisation_and_round_trips(tmp_path):
+    standard = cell_model("stcnn-tps/RTS", sampler="torch")
+    large = cell_model("stcnn-tps/RTS", sampler="torch", loc_size="large")
+    widths = [(m.in_channels, m.out_channels) if isinstance(m, torch.nn.Conv2d)
+              else (m.in_features, m.out_features)
+              for m in large.localisation if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert widths == [(1, 32), (32, 64), (64 * 7 * 7, 128), (128, 32)]  # 42 -> 19 -> 7
+    for a, b in zip(standard.classifier.state_dict().values(),
+                    large.classifier.state_dict().values(), strict=True):
+        assert a.shape == b.shape  # the classifier is the table's
+    assert "loc_size" not in standard.config and large.config["loc_size"] == "large"
+    images = torch.rand(3, 1, 42, 42)
+    torch.testing.assert_close(large.warp_params(images),  # the identity at the start
+                               paper.identity_params("tps").expand(3, -1))
+    fcn = cell_model("stfcn-aff/R", loc_size="large")
+    assert fcn.localisation[1].out_features == 128
+    assert fcn(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    save_checkpoint(tmp_path / "large.pt", large)
+    loaded = load_checkpoint(tmp_path / "large.pt")
+    assert loaded.config == large.config
+    torch.testing.assert_close(loaded(images), large(images))
+    with pytest.raises(ValueError, match="loc_size='large' sizes the localisation network; a "
+                                         "model without a spatial transformer has none"):
+        cell_model("cnn/R", loc_size="large")
+    with pytest.raises(ValueError, match="loc_size must be one of"):
+        PaperNet("cnn", "aff", loc_size="huge")
+
+
+def test_cli_loc_size_is_used_recorded_and_shown(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "stcnn-aff/R",
+                              "--results", str(tmp_path), "--loc-size", "large",
+                              "--keep-checkpoints", "stcnn-aff/R"])
+    assert args.func(args) == 0
+    record = paper.load_results(tmp_path)["cells"]["stcnn-aff/R"]
+    assert record["loc_size"] == "large" and record["parameters"] == sum(
+        p.numel() for p in cell_model("stcnn-aff/R", loc_size="large").parameters())
+    assert "| stcnn-aff/R (large localisation net) |" in (tmp_path / "table1.md").read_text()
+    kept = load_checkpoint(tmp_path / "checkpoints" / "stcnn-aff_R.pt")
+    assert kept.config["loc_size"] == "large"
+    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "cnn/R",
+                              "--results", str(tmp_path / "b"), "--loc-size", "large"])
+    assert args.func(args) == 2
+    assert "error: cell cnn/R: loc_size='large' sizes the localisation network" in \
+        capsys.readouterr().err
