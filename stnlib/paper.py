@@ -527,6 +527,7 @@ class Budget:
     lr: float = 2e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0  # decoupled with "adamw", L2 in the loss with "adam" and "sgd"
+    label_smoothing: float = 0.0  # of the cross-entropy targets (0: none, the paper's)
     loc_lr_scale: float = 1.0  # the localisation network's lr is lr * loc_lr_scale
     padding: str = "valid"  # the CNN classifier's convolutions (PADDINGS)
     loc_size: str = "standard"  # the localisation network's widths (LOC_SIZES)
@@ -620,7 +621,8 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"{r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
             f"{r['epochs']} | "
             f"{r['steps']} | {r['batch_size']} | {r['optimizer']}/{r['schedule']}"
-            f"{' wd ' + str(r['weight_decay']) if r.get('weight_decay') else ''} | {r['lr']}"
+            f"{' wd ' + str(r['weight_decay']) if r.get('weight_decay') else ''}"
+            f"{' ls ' + str(r['label_smoothing']) if r.get('label_smoothing') else ''} | {r['lr']}"
             f"{' (loc x' + str(r['loc_lr_scale']) + ')' if r.get('loc_lr_scale') else ''}"
             f"{' (turn ramp ' + str(r['turn_ramp']) + ')' if r.get('turn_ramp') else ''} | "
             f"{r['seed']} | {r['sampler']} | {r.get('device', 'cpu')} | {r['train_s']:.0f} | "
@@ -684,7 +686,8 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         lr_scales = {"localisation": budget.loc_lr_scale}
     history = fit(model, train_set, None, epochs=budget.epochs, batch_size=budget.batch_size,
                   lr=budget.lr, optimizer=budget.optimizer, schedule=budget.schedule,
-                  weight_decay=budget.weight_decay, lr_scales=lr_scales, seed=budget.seed,
+                  weight_decay=budget.weight_decay, label_smoothing=budget.label_smoothing,
+                  lr_scales=lr_scales, seed=budget.seed,
                   checkpoint=run_path,
                   resume=True, progress=progress,
                   train_transform=transform, threads=budget.threads)
@@ -703,6 +706,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         "train_images": len(train_set), "optimizer": budget.optimizer,
         "schedule": budget.schedule, "lr": budget.lr, "weight_decay": budget.weight_decay,
         **({"loc_lr_scale": budget.loc_lr_scale} if lr_scales else {}),
+        **({"label_smoothing": budget.label_smoothing} if budget.label_smoothing else {}),
         **({"padding": budget.padding} if budget.padding != "valid" else {}),
         **({"loc_size": budget.loc_size} if budget.loc_size != "standard" else {}),
         **({"turn_ramp": budget.turn_ramp} if budget.turn_ramp else {}),
@@ -782,7 +786,8 @@ def _main(args: argparse.Namespace) -> int:
     # Only the options given replace the base budget: a given 0 reaches fit's checks.
     given = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  optimizer=args.optimizer, schedule=args.schedule,
-                 weight_decay=args.weight_decay, loc_lr_scale=args.loc_lr_scale,
+                 weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                 loc_lr_scale=args.loc_lr_scale,
                  turn_ramp=args.turn_ramp, sigma_px=args.sigma_px,
                  train_size=args.train_size, test_size=args.test_size)
     budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
@@ -825,6 +830,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--schedule", choices=("onecycle", "step", "constant"), default=None)
     parser.add_argument("--weight-decay", type=float, default=None,
                         help="decoupled with --optimizer adamw (default 0: none)")
+    parser.add_argument("--label-smoothing", type=float, default=None,
+                        help="smooth the cross-entropy targets by this much (default 0: none)")
     parser.add_argument("--loc-lr-scale", type=float, default=None,
                         help="multiply the localisation network's learning rate by this "
                              "(default 1)")

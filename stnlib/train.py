@@ -345,7 +345,7 @@ def fit(
             ``checkpoint`` (a ValueError too).
     """
     _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimizer, schedule,
-                    max_steps, train_transform, weight_decay, lr_scales)
+                    max_steps, train_transform, weight_decay, lr_scales, label_smoothing)
     style = progress_style(progress)
     batch_size = min(int(batch_size), len(train_set))
     lr = float(DEFAULT_LR[optimizer] if lr is None else lr)
@@ -501,7 +501,8 @@ def _zero_sums() -> dict[str, float]:
 
 
 def _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimizer, schedule,
-                    max_steps, train_transform, weight_decay=0.0, lr_scales=None) -> None:
+                    max_steps, train_transform, weight_decay=0.0, lr_scales=None,
+                    label_smoothing=0.0) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if next(model.parameters(), None) is None:
@@ -524,6 +525,10 @@ def _check_fit_args(model, train_set, test_set, epochs, batch_size, lr, optimize
             or not 0 <= weight_decay < math.inf):
         raise ValueError(f"weight_decay must be a finite number >= 0 (0: none), got "
                          f"{weight_decay!r}")
+    if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float))
+            or not 0 <= label_smoothing < 1):
+        raise ValueError(f"label_smoothing must be a number in [0, 1) (0: none), got "
+                         f"{label_smoothing!r}")
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
         raise ValueError(f"max_steps must be a non-negative int or None, got {max_steps!r}")
     if optimizer not in OPTIMIZERS:

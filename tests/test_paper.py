@@ -685,3 +685,27 @@ def test_cli_loc_size_is_used_recorded_and_shown(tmp_path, capsys):
     assert args.func(args) == 2
     assert "error: cell cnn/R: loc_size='large' sizes the localisation network" in \
         capsys.readouterr().err
+
+
+def test_cli_label_smoothing_is_used_recorded_and_shown(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    common = ["paper", "--fast", "--no-progress", "--cells", "cnn/R"]
+    args = parser.parse_args([*common, "--results", str(tmp_path / "a"),
+                              "--label-smoothing", "0.1"])
+    assert args.func(args) == 0
+    smoothed = paper.load_results(tmp_path / "a")["cells"]["cnn/R"]
+    assert smoothed["label_smoothing"] == 0.1
+    assert "| adam/onecycle ls 0.1 |" in (tmp_path / "a" / "table1.md").read_text()
+    args = parser.parse_args([*common, "--results", str(tmp_path / "b")])
+    assert args.func(args) == 0
+    plain = paper.load_results(tmp_path / "b")["cells"]["cnn/R"]
+    assert "label_smoothing" not in plain  # the table's records are unchanged
+    assert plain["final_train_loss"] < smoothed["final_train_loss"]  # smoothed targets cost
+    args = parser.parse_args([*common, "--results", str(tmp_path / "c"),
+                              "--label-smoothing", "1"])
+    assert args.func(args) == 2
+    assert "error: label_smoothing must be a number in [0, 1)" in capsys.readouterr().err
+

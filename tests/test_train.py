@@ -253,6 +253,9 @@ def test_bad_arguments_are_clear():
     for lr in (0.0, -1e-3, float("nan"), float("inf"), "0.01"):
         with pytest.raises(ValueError, match="lr must be a positive finite number"):
             fit(tiny_cnn(), blobs(8), epochs=1, lr=lr)
+    for smoothing in (-0.1, 1.0, float("nan"), True, "0.1"):
+        with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\)"):
+            fit(tiny_cnn(), blobs(8), epochs=1, label_smoothing=smoothing)
 
 
 def test_schedules():
