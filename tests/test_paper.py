@@ -621,20 +621,25 @@ def test_same_padding_keeps_the_classifier_map_7x7_and_round_trips(tmp_path):
         PaperNet("cnn", "aff", padding="full")
 
 
-def test_cli_padding_is_used_recorded_and_shown(tmp_path):
+@pytest.mark.parametrize("cell, option, value, mark", [
+    ("cnn/R", "padding", "same", "(same-padded CNN)"),
+    ("stcnn-aff/R", "loc_size", "large", "(large localisation net)"),
+])
+def test_cli_model_options_are_used_recorded_and_shown(tmp_path, cell, option, value, mark):
     import argparse
 
     parser = argparse.ArgumentParser()
     paper.add_cli(parser.add_subparsers())
-    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "cnn/R",
-                              "--results", str(tmp_path), "--padding", "same",
-                              "--keep-checkpoints", "cnn/R"])
+    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", cell,
+                              "--results", str(tmp_path), f"--{option.replace('_', '-')}",
+                              value, "--keep-checkpoints", cell])
     assert args.func(args) == 0
-    record = paper.load_results(tmp_path)["cells"]["cnn/R"]
-    assert record["padding"] == "same" and record["parameters"] == sum(
-        p.numel() for p in cell_model("cnn/R", padding="same").parameters())
-    assert "| cnn/R (same-padded CNN) |" in (tmp_path / "table1.md").read_text()
-    assert load_checkpoint(tmp_path / "checkpoints" / "cnn_R.pt").config["padding"] == "same"
+    record = paper.load_results(tmp_path)["cells"][cell]
+    assert record[option] == value and record["parameters"] == sum(
+        p.numel() for p in cell_model(cell, **{option: value}).parameters())
+    assert f"| {cell} {mark} |" in (tmp_path / "table1.md").read_text()
+    kept = load_checkpoint(tmp_path / "checkpoints" / f"{cell.replace('/', '_')}.pt")
+    assert kept.config[option] == value
 
 
 def test_large_localisation_network_widens_only_the_localisation_and_round_trips(tmp_path):
@@ -665,23 +670,13 @@ def test_large_localisation_network_widens_only_the_localisation_and_round_trips
         PaperNet("cnn", "aff", loc_size="huge")
 
 
-def test_cli_loc_size_is_used_recorded_and_shown(tmp_path, capsys):
+def test_cli_loc_size_needs_a_transformer(tmp_path, capsys):
     import argparse
 
     parser = argparse.ArgumentParser()
     paper.add_cli(parser.add_subparsers())
-    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "stcnn-aff/R",
-                              "--results", str(tmp_path), "--loc-size", "large",
-                              "--keep-checkpoints", "stcnn-aff/R"])
-    assert args.func(args) == 0
-    record = paper.load_results(tmp_path)["cells"]["stcnn-aff/R"]
-    assert record["loc_size"] == "large" and record["parameters"] == sum(
-        p.numel() for p in cell_model("stcnn-aff/R", loc_size="large").parameters())
-    assert "| stcnn-aff/R (large localisation net) |" in (tmp_path / "table1.md").read_text()
-    kept = load_checkpoint(tmp_path / "checkpoints" / "stcnn-aff_R.pt")
-    assert kept.config["loc_size"] == "large"
     args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "cnn/R",
-                              "--results", str(tmp_path / "b"), "--loc-size", "large"])
+                              "--results", str(tmp_path), "--loc-size", "large"])
     assert args.func(args) == 2
     assert "error: cell cnn/R: loc_size='large' sizes the localisation network" in \
         capsys.readouterr().err
