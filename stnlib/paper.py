@@ -244,8 +244,12 @@ class PaperNet(nn.Module):
             return input
         return _sample(input, self.sampling_grid(input), self.sampler)
 
+    def classify(self, rectified: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 10) of the transformer's output (N, 1, output_size, output_size)."""
+        return self.classifier((rectified - _MEAN) / _STD)
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self.classifier((self.rectify(input) - _MEAN) / _STD)
+        return self.classify(self.rectify(input))
 
 
 # ------------------------------------------------------------------------------------
@@ -399,7 +403,6 @@ def remaining_turn(model: PaperNet, variant: str = "R", size: int | None = None,
     """
     from stnlib.data import ImageSet
     from stnlib.distort import distortion_matrix
-    from stnlib.train import predict
 
     if variant not in ("R", "RTS"):
         raise ValueError(f"variant must be 'R' or 'RTS' (the turned ones), got {variant!r}")
@@ -410,12 +413,20 @@ def remaining_turn(model: PaperNet, variant: str = "R", size: int | None = None,
     tested = ImageSet(_stored(distorted), test.labels)  # = distorted_test_set(variant, size)
     matrix = distortion_matrix(variant, params)
     device = next(model.parameters()).device
-    with torch.no_grad():
-        turns = [grid_turn(model.sampling_grid(images.to(device)).cpu(),
-                           matrix[i * batch_size:(i + 1) * batch_size])
-                 for i, (images, _) in enumerate(tested.batches(batch_size))]
+    was_training, turns, predicted = model.training, [], []
+    model.eval()
+    try:
+        with torch.no_grad():  # one pass: the grid gives both the turn and the prediction
+            for i, (images, _) in enumerate(tested.batches(batch_size)):
+                images = images.to(device)
+                grid = model.sampling_grid(images)
+                predicted.append(model.classify(_sample(images, grid, model.sampler))
+                                 .argmax(1).cpu())
+                turns.append(grid_turn(grid.cpu(), matrix[i * batch_size:(i + 1) * batch_size]))
+    finally:
+        model.train(was_training)
     return {"drawn": params["angle"], "remaining": torch.cat(turns),
-            "correct": predict(model, tested, batch_size) == test.labels}
+            "correct": torch.cat(predicted) == test.labels}
 
 
 def undone_fraction(drawn: torch.Tensor, remaining: torch.Tensor) -> float:
