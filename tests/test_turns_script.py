@@ -51,4 +51,7 @@ def test_bad_names_and_missing_files_are_one_line_errors(script, tmp_path, capsy
         assert script.main([str(tmp_path / name), "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err
+    for flag in ("--test-size", "--threads"):
+        assert script.main([str(tmp_path / "stcnn-aff_R.pt"), "--out", str(out), flag, "0"]) == 2
+        assert capsys.readouterr().err == f"error: {flag} must be positive, got 0\n"
     assert not out.exists()
