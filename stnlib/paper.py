@@ -673,18 +673,15 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
 
     model_key, variant = cell.split("/")
     device = check_device(budget.device)
-    try:
+    try:  # the cell's options, checked before MNIST loads
         model = cell_model(cell, budget.sampler, budget.seed, budget.padding, budget.loc_size)
+        transform = train_transform(variant, budget.turn_ramp, budget.sigma_px)
     except ValueError as error:
         raise ValueError(f"cell {cell}: {error}") from None
     model = model.to(device)
     train_set = mnist(train=True)
     if budget.train_size is not None:
         train_set = train_set.subset(budget.train_size)
-    try:
-        transform = train_transform(variant, budget.turn_ramp, budget.sigma_px)
-    except ValueError as error:
-        raise ValueError(f"cell {cell}: {error}") from None
     test_set = distorted_test_set(variant, budget.test_size, transform.sigma_px)
     name = f"{model_key}_{variant}"
     run_path = Path(results_dir) / "runs" / f"{name}.pt"
