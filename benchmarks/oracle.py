@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from stnlib import paper
+from stnlib.bench import check_positive
 from stnlib.checkpoint import atomic_write_text
 from stnlib.data import mnist
 from stnlib.distort import oracle_transform
@@ -134,12 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     if unknown or not variants:
         raise ValueError(f"--variants must name some of {', '.join(VARIANTS)}, got "
                          f"{args.variants!r}")
-    if args.epochs < 1 or args.threads < 1:
-        raise ValueError("--epochs and --threads must be positive")
-    for name in ("train_size", "test_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
-                             f"{getattr(args, name)}")
+    check_positive(args, "epochs", "threads", "train_size", "test_size")
     # A bad --sigma-px is refused up front, before any variant trains; the paper's own
     # spread counts as unset (no sigma_px in the record), as in `stnlib paper`.
     sigma_px = args.sigma_px

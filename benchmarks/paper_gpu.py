@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 from stnlib import paper
+from stnlib.bench import check_positive
 from stnlib.data import mnist
 
 
@@ -161,11 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    for name in ("budget_s", "max_epochs", "calibration_steps", "threads", "batch_size",
-                 "lr"):
-        if not getattr(args, name) > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
-                             f"{getattr(args, name)}")
+    check_positive(args, "budget_s", "max_epochs", "calibration_steps", "threads",
+                   "batch_size", "lr")
     start = time.time()
     deadline = start + args.budget_s
     cells = paper.select_cells(args.cells)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from stnlib import paper
+from stnlib.bench import check_positive
 from stnlib.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
 
 #: "Far-turned" digits: turned this many degrees or more either way (R: ±90, RTS: ±45).
@@ -67,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the first N test digits (default: all 10,000; for tests)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    for name in ("test_size", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be positive, got "
-                  f"{getattr(args, name)}", file=sys.stderr)
-            return 2
+    try:
+        check_positive(args, "test_size", "threads")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     try:
         for path in args.checkpoints:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from stnlib.bench import check_positive
 from stnlib.bench import sampler as bench
 
 
@@ -54,3 +55,15 @@ def test_cli_prints_json_lines_with_memory():
 def test_bad_case_is_rejected(text):
     with pytest.raises(ValueError, match="NxCxHxW"):
         bench.parse_case(text)
+
+
+@pytest.mark.parametrize("value", [0, -1, -0.5, float("nan")])
+def test_check_positive_names_the_flag(value):
+    args = argparse.Namespace(train_size=value, threads=1, test_size=None)
+    with pytest.raises(ValueError, match=rf"^--train-size must be positive, got {value}$"):
+        check_positive(args, "threads", "test_size", "train_size")
+
+
+def test_check_positive_passes_set_and_unset_options():
+    args = argparse.Namespace(epochs=3, lr=1e-3, test_size=None)
+    check_positive(args, "epochs", "lr", "test_size")  # no error

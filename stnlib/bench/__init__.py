@@ -41,3 +41,16 @@ def _runner(module):
         return 0
 
     return run
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    """Refuse a numeric option that is set but not above zero (NaN included).
+
+    ``names`` are the attribute names (``"train_size"``); the ValueError names the
+    flag as the user typed it: ``--train-size must be positive, got 0``. An option
+    left at ``None`` (unset) passes. The benchmark scripts call this before any work.
+    """
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
