@@ -122,7 +122,38 @@ class CNN(nn.Module):
         return self.head(self.features(self.normalize(input)))
 
 
-class STCNN(nn.Module):
+class TransformThenClassify(nn.Module):
+    """What :class:`STCNN` and :class:`~stnlib.models3d.STCNN3d` share: ``self.transformer``
+    warps the input, ``self.classifier`` reads the warped image.
+
+    A subclass builds ``transformer``, ``classifier`` and ``config`` in ``__init__``.
+    ``_check(model, input)`` refuses a wrong input shape with a ValueError: images
+    ``(N, C, H, W)`` here, volumes in :class:`~stnlib.models3d.STCNN3d`. ``sampler``
+    switches the transformer between the from-scratch and the torch sampler.
+    """
+
+    _check = staticmethod(_check_input)
+
+    @property
+    def sampler(self) -> str:
+        return self.transformer.sampler
+
+    @sampler.setter
+    def sampler(self, value: str) -> None:
+        """Switch between the from-scratch and the torch sampler (same weights, same math)."""
+        check_sampler(value)
+        self.transformer.sampler = value
+        self.config["sampler"] = value
+
+    def forward(self, input: torch.Tensor, return_transformed: bool = False):
+        """``input`` -> logits, or ``(logits, warped, theta)`` with ``return_transformed``."""
+        self._check(self, input)
+        warped, theta = self.transformer(input)
+        logits = self.classifier(warped)
+        return (logits, warped, theta) if return_transformed else logits
+
+
+class STCNN(TransformThenClassify):
     """Spatial transformer followed by the :class:`CNN` classifier.
 
     ``input [0, 1] -> SpatialTransformer -> warped [0, 1] -> CNN (normalises) -> logits``.
@@ -160,23 +191,6 @@ class STCNN(nn.Module):
                            sampler=sampler, transform=transform,
                            output_size=list(out_size), align_corners=bool(align_corners),
                            seed=seed)
-
-    @property
-    def sampler(self) -> str:
-        return self.transformer.sampler
-
-    @sampler.setter
-    def sampler(self, value: str) -> None:
-        """Switch between the from-scratch and the torch sampler (same weights, same math)."""
-        check_sampler(value)
-        self.transformer.sampler = value
-        self.config["sampler"] = value
-
-    def forward(self, input: torch.Tensor, return_transformed: bool = False):
-        _check_input(self, input)
-        warped, theta = self.transformer(input)
-        logits = self.classifier(warped)
-        return (logits, warped, theta) if return_transformed else logits
 
 
 #: Names the CLI and :func:`build_model` accept.

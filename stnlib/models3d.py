@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from stnlib.localization import identity_init_
-from stnlib.models import Normalize, seeded_init
+from stnlib.models import Normalize, TransformThenClassify, seeded_init
 from stnlib.transformer import check_sampler, geometry
 
 __all__ = ["CNN3d", "Classifier3d", "LocalizationNet3d", "STCNN3d", "SpatialTransformer3d",
@@ -276,7 +276,7 @@ class CNN3d(nn.Module):
         return self.classifier(self.downsample(input))
 
 
-class STCNN3d(nn.Module):
+class STCNN3d(TransformThenClassify):
     """3D spatial transformer (sampling the classifier's resolution) + :class:`Classifier3d`.
 
     ``input [0, 1] -> SpatialTransformer3d (output input_size / downsample) -> warped ->
@@ -294,6 +294,8 @@ class STCNN3d(nn.Module):
     Shapes: ``forward(input (N, C, D, H, W)) -> logits (N, num_classes)``; with
     ``return_transformed=True``: ``(logits, warped (N, C, D/2, H/2, W/2), theta (N, 3, 4))``.
     """
+
+    _check = staticmethod(_check_volume)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10,
                  input_size: Sequence[int] | int = 32, downsample: int = 2,
@@ -323,23 +325,6 @@ class STCNN3d(nn.Module):
                                              loc_hidden, loc_pool, transform)
             self.transformer = SpatialTransformer3d(in_channels, self.input_size, out_size,
                                                     sampler, localization=localization)
-
-    @property
-    def sampler(self) -> str:
-        return self.transformer.sampler
-
-    @sampler.setter
-    def sampler(self, value: str) -> None:
-        """Switch between the from-scratch and the torch sampler (same weights, same math)."""
-        check_sampler(value)
-        self.transformer.sampler = value
-        self.config["sampler"] = value
-
-    def forward(self, input: torch.Tensor, return_transformed: bool = False):
-        _check_volume(self, input)
-        warped, theta = self.transformer(input)
-        logits = self.classifier(warped)
-        return (logits, warped, theta) if return_transformed else logits
 
 
 def lesson_settings(fast: bool | None = None) -> dict:
