@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from stnlib import paper
 from stnlib.bench import check_positive
@@ -161,6 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def step_seconds(record: dict[str, Any]) -> float:
+    """Seconds per training step of a finished calibration cell, never zero.
+
+    ``train_s`` is recorded to 0.1 s, so a calibration shorter than 0.05 s reads 0.0;
+    it counts as 0.05 s (half the rounding step), which leaves the epochs to the
+    ``--max-epochs`` cap instead of dividing by zero.
+    """
+    return max(float(record["train_s"]), 0.05) / record["steps"]
+
+
 def _run(args: argparse.Namespace) -> int:
     check_positive(args, "budget_s", "max_epochs", "calibration_steps", "threads",
                    "batch_size", "lr")
@@ -189,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"calibration of {cell} failed (exit {status[cell]}):\n{_tail(log)}",
                   file=sys.stderr)
             return 1
-        step_s[cell] = record["train_s"] / record["steps"]
+        step_s[cell] = step_seconds(record)
     calibrate_s = time.time() - start
 
     steps_per_epoch = max(1, train_size // args.batch_size)

@@ -15,6 +15,13 @@ def script(benchmark_script):
     return benchmark_script("paper_gpu")
 
 
+def test_step_seconds_of_a_calibration_too_short_to_time_is_not_zero(script):
+    """train_s is recorded to 0.1 s: a tiny calibration can read 0.0, which once divided
+    the budget by zero."""
+    assert script.step_seconds({"train_s": 0.0, "steps": 5}) == pytest.approx(0.01)
+    assert script.step_seconds({"train_s": 12.0, "steps": 400}) == pytest.approx(0.03)
+
+
 def test_calibrates_then_trains_each_cell_into_one_results_file(script, tmp_path, capsys):
     results, work = tmp_path / "results", tmp_path / "work"
     rc = script.main(["--device", "cpu", "--cells", "cnn/R", "--budget-s", "300",
