@@ -127,12 +127,12 @@ class TransformThenClassify(nn.Module):
     warps the input, ``self.classifier`` reads the warped image.
 
     A subclass builds ``transformer``, ``classifier`` and ``config`` in ``__init__``.
-    ``_check(model, input)`` refuses a wrong input shape with a ValueError: images
+    ``_check(input)`` refuses a wrong input shape with a ValueError: images
     ``(N, C, H, W)`` here, volumes in :class:`~stnlib.models3d.STCNN3d`. ``sampler``
     switches the transformer between the from-scratch and the torch sampler.
     """
 
-    _check = staticmethod(_check_input)
+    _check = _check_input  # a plain function here, so a method: self._check(input)
 
     @property
     def sampler(self) -> str:
@@ -147,7 +147,7 @@ class TransformThenClassify(nn.Module):
 
     def forward(self, input: torch.Tensor, return_transformed: bool = False):
         """``input`` -> logits, or ``(logits, warped, theta)`` with ``return_transformed``."""
-        self._check(self, input)
+        self._check(input)
         warped, theta = self.transformer(input)
         logits = self.classifier(warped)
         return (logits, warped, theta) if return_transformed else logits

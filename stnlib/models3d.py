@@ -295,7 +295,7 @@ class STCNN3d(TransformThenClassify):
     ``return_transformed=True``: ``(logits, warped (N, C, D/2, H/2, W/2), theta (N, 3, 4))``.
     """
 
-    _check = staticmethod(_check_volume)
+    _check = _check_volume
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10,
                  input_size: Sequence[int] | int = 32, downsample: int = 2,
