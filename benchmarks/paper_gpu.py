@@ -212,14 +212,13 @@ def _run(args: argparse.Namespace) -> int:
                            args.train_size, None, extra) for cell in cells}
     status = _launch(runs, work / "train-logs", deadline)
 
-    results = paper.load_results(args.results)
     finished = {}
-    for cell in cells:
-        record = paper.load_results(work / "train" / _slug(cell))["cells"][cell]
-        if status[cell] == 0 and record.get("status") == "done":
-            results["cells"][cell] = paper.with_earlier(record, results["cells"][cell])
-            finished[cell] = record["error_pct"]
-    paper.save_results(results, args.results)
+    with paper.editing_results(args.results) as results:
+        for cell in cells:
+            record = paper.load_results(work / "train" / _slug(cell))["cells"][cell]
+            if status[cell] == 0 and record.get("status") == "done":
+                results["cells"][cell] = paper.with_earlier(record, results["cells"][cell])
+                finished[cell] = record["error_pct"]
     print(json.dumps({
         "device": args.device, "cells": len(cells), "calibration_s": round(calibrate_s, 1),
         "step_ms_shared": {c: round(1000 * s, 2) for c, s in step_s.items()},

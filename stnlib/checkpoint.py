@@ -21,20 +21,23 @@ checkpoint.
 While :func:`stnlib.train.fit` trains into a checkpoint it holds :func:`checkpoint_lock`
 on it, so a second process started on the same file (the same cell trained twice into
 one results folder, say) stops with :class:`CheckpointInUseError` instead of resuming the
-first one's state and overwriting its saves.
+first one's state and overwriting its saves. :func:`file_lock` is the same lock for a
+short read-change-write of any file several processes update (``table1.json``): the
+second process waits for the first instead of stopping.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import pickle
 import socket
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,10 @@ class CheckpointError(ValueError):
 
 class CheckpointInUseError(CheckpointError):
     """Another process is training into the same checkpoint file right now."""
+
+
+class FileLockedError(ValueError):
+    """Another process has held a file's lock (:func:`file_lock`) longer than we wait."""
 
 
 def class_path(obj_or_class: Any) -> str:
@@ -291,8 +298,28 @@ def _holder(lock: Path) -> str:
     return "another process"
 
 
-@contextlib.contextmanager
-def checkpoint_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
+def _acquire(lock: Path, wait_s: float) -> int | None:
+    """An open descriptor of ``lock`` that holds its lock, or None if another process
+    still holds it after ``wait_s`` seconds (polled every 50 ms)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        if not _try_lock(fd):
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+            continue
+        try:  # the holder before us may have removed the file we opened: start again
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            return fd
+        os.close(fd)
+
+
+def checkpoint_lock(path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[Path]:
     """Hold the lock of checkpoint ``path`` (file ``<path>.lock``) inside this block.
 
     Only one process at a time can hold it. A second one gets
@@ -301,25 +328,45 @@ def checkpoint_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
     when the block ends; a stale one (its process gone) is simply taken over.
     Yields the lock file's path.
     """
+    def refusal(lock: Path, holder: str) -> Exception:
+        return CheckpointInUseError(
+            f"{path} is being trained into right now by {holder} "
+            f"(lock file {lock}): wait for that run to finish, or give this one another "
+            "checkpoint path (python -m stnlib paper: another --results folder). If no "
+            "such run exists any more, delete the lock file."
+        )
+
+    return file_lock(path, 0, refusal=refusal)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], wait_s: float = 60.0, *,
+              refusal: Callable[[Path, str], Exception] | None = None) -> Iterator[Path]:
+    """Hold the lock of any file ``path`` (file ``<path>.lock``) inside this block, waiting
+    up to ``wait_s`` seconds for another process to let it go.
+
+    For short read-change-write sections of a file that several processes update (two
+    ``python -m stnlib paper`` runs finishing cells into one ``table1.json``): the
+    second waits for the first's write and then reads it, so neither result is lost.
+    The operating system drops a lock with its process, however it ends, so a lock file
+    left by a killed process blocks nothing; the lock file is removed when the block ends.
+    If the lock is still taken after ``wait_s``, raises ``refusal(lock file, holder)``
+    (default: :class:`FileLockedError` naming the holder). Yields the lock file's path.
+    """
+    if (isinstance(wait_s, bool) or not isinstance(wait_s, (int, float))
+            or not (math.isfinite(wait_s) and wait_s >= 0)):
+        raise ValueError(f"wait_s must be a finite number of seconds >= 0, got {wait_s!r}")
     lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        if not _try_lock(fd):
-            os.close(fd)
-            raise CheckpointInUseError(
-                f"{path} is being trained into right now by {_holder(lock)} "
-                f"(lock file {lock}): wait for that run to finish, or give this one another "
-                "checkpoint path (python -m stnlib paper: another --results folder). If no "
-                "such run exists any more, delete the lock file."
-            )
-        try:  # the holder before us may have removed the file we opened: start again
-            current = os.stat(lock)
-        except FileNotFoundError:
-            current = None
-        if current is not None and os.path.samestat(os.fstat(fd), current):
-            break
-        os.close(fd)
+    fd = _acquire(lock, float(wait_s))
+    if fd is None:
+        holder = _holder(lock)
+        if refusal is not None:
+            raise refusal(lock, holder)
+        raise FileLockedError(
+            f"{path} has been locked by {holder} for more than {wait_s:g} s (lock file "
+            f"{lock}): let that process finish and run this again. If no such process "
+            "exists any more, delete the lock file.")
     try:
         os.ftruncate(fd, 0)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -327,6 +374,11 @@ def checkpoint_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
                  .encode())
         yield lock
     finally:
-        with contextlib.suppress(OSError):  # Windows cannot remove an open file: left stale
-            lock.unlink()
-        os.close(fd)
+        if os.name == "nt":  # pragma: no cover - Windows cannot remove an open file
+            os.close(fd)  # unlocks; a process that opened it meanwhile keeps it (harmless)
+            with contextlib.suppress(OSError):
+                lock.unlink()
+        else:  # removed while still held, so no one can lock a file about to vanish
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            os.close(fd)

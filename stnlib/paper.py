@@ -47,8 +47,10 @@ Command line: ``python -m stnlib paper --cells 'stcnn-*/R,cnn/R' --epochs 30``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -753,26 +755,58 @@ def budget_history(results: dict[str, Any], cell: str) -> list[tuple[int, int, f
     return sorted((r["epochs"], r["steps"], r["error_pct"]) for r in runs)
 
 
+@contextlib.contextmanager
+def editing_results(results_dir: str | Path, wait_s: float = 120.0
+                    ) -> Iterator[dict[str, Any]]:
+    """Read ``table1.json`` of ``results_dir``, let the block change the dict, and write it
+    back (with ``table1.md``), all under the file's lock
+    (:func:`stnlib.checkpoint.file_lock`): two processes finishing cells into the same
+    folder at the same moment take turns, so neither loses the other's result. Nothing is
+    written if the block raises."""
+    from stnlib.checkpoint import file_lock
+
+    with file_lock(results_paths(results_dir)[0], wait_s):
+        results = load_results(results_dir)
+        yield results
+        save_results(results, results_dir)
+
+
+def _cell_lock(cell: str, results_dir: str | Path) -> contextlib.AbstractContextManager:
+    """Held from the check that a cell is not done yet until its record is written, so a
+    second run of the same cell into the same folder stops at once (instead of training it
+    again, or evaluating the first run's finished checkpoint a second time)."""
+    from stnlib.checkpoint import CheckpointInUseError, file_lock
+
+    def refusal(lock: Path, holder: str) -> Exception:
+        return CheckpointInUseError(
+            f"cell {cell} is being trained into {results_dir} right now by {holder} (lock "
+            f"file {lock}): wait for that run to finish, or give this one another --results "
+            "folder. If no such run exists any more, delete the lock file.")
+
+    return file_lock(Path(results_dir) / "runs" / cell.replace("/", "_"), 0, refusal=refusal)
+
+
 def run(cells: list[str], budget: Budget, results_dir: str | Path, *, force: bool = False,
         progress: bool | str = True, keep_checkpoints: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run the given cells one at a time, writing the results after each (resumable: a
     cell already ``"done"`` in ``table1.json`` is skipped unless ``force``).
 
     A forced cell's previous result is not lost: the new record lists it, and every result
-    before it, under ``"earlier"`` (newest first; see :func:`budget_history`). The file is
-    read again just before each write, so two processes training *different* cells into
-    the same folder keep each other's results."""
+    before it, under ``"earlier"`` (newest first; see :func:`budget_history`). Several
+    processes can train *different* cells into the same folder: each record is written
+    under the file's lock (:func:`editing_results`), so they keep each other's results.
+    The same cell run twice into one folder at once stops the second run with
+    :class:`stnlib.checkpoint.CheckpointInUseError`."""
     for cell in cells:
-        if load_results(results_dir)["cells"][cell].get("status") == "done" and not force:
-            continue
-        record = run_cell(cell, budget, results_dir, progress=progress,
-                          keep_checkpoint=cell in keep_checkpoints)
-        results = load_results(results_dir)  # what other processes wrote meanwhile
-        results["cells"][cell] = with_earlier(record, results["cells"][cell])
-        save_results(results, results_dir)
-    results = load_results(results_dir)
-    save_results(results, results_dir)
-    return results
+        with _cell_lock(cell, results_dir):
+            if load_results(results_dir)["cells"][cell].get("status") == "done" and not force:
+                continue
+            record = run_cell(cell, budget, results_dir, progress=progress,
+                              keep_checkpoint=cell in keep_checkpoints)
+            with editing_results(results_dir) as results:  # with what others wrote meanwhile
+                results["cells"][cell] = with_earlier(record, results["cells"][cell])
+    with editing_results(results_dir) as results:  # table1.md, even if nothing ran
+        return results
 
 
 # ------------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -14,9 +17,11 @@ import stnlib
 from stnlib.checkpoint import (
     CheckpointError,
     CheckpointInUseError,
+    FileLockedError,
     atomic_save,
     checkpoint_lock,
     class_path,
+    file_lock,
     load_checkpoint,
     load_weights,
     read_checkpoint,
@@ -158,3 +163,48 @@ def test_checkpoint_lock_of_a_killed_process_is_free_at_once(tmp_path):
     assert (tmp_path / "cell.pt.lock").exists()  # left behind by the killed run ...
     with checkpoint_lock(path):  # ... and taken over
         pass
+
+
+# --- a short shared lock: read, change, write ---------------------------------------
+
+def test_file_lock_waits_for_the_holder_and_then_takes_it(tmp_path):
+    path = tmp_path / "table1.json"
+    held, released = threading.Event(), []
+
+    def holder():
+        with file_lock(path, 0):
+            held.set()
+            time.sleep(0.3)
+            released.append(time.monotonic())
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    with file_lock(path, 5) as lock:  # waits for the other holder instead of stopping
+        taken = time.monotonic()
+        assert f"process {os.getpid()} on " in lock.read_text()
+    thread.join()
+    assert released and taken >= released[0]
+    assert not lock.exists()
+
+
+def test_file_lock_names_the_holder_when_it_keeps_the_lock_too_long(tmp_path):
+    path = tmp_path / "table1.json"
+    with file_lock(path, 0):
+        start = time.monotonic()
+        with pytest.raises(FileLockedError,
+                           match=rf"table1.json has been locked by process {os.getpid()} on "
+                                 r".* for more than 0.2 s \(lock file .*table1.json.lock\): "
+                                 r"let that process finish"):
+            with file_lock(path, 0.2):
+                pass
+        assert time.monotonic() - start >= 0.2  # it did wait
+        assert isinstance(FileLockedError("x"), ValueError)  # the CLIs print it
+
+
+@pytest.mark.parametrize("wait_s", [-1, math.nan, math.inf, True, "5"])
+def test_file_lock_refuses_a_wait_that_is_not_a_finite_number_of_seconds(tmp_path, wait_s):
+    with pytest.raises(ValueError, match="wait_s must be a finite number of seconds >= 0"):
+        with file_lock(tmp_path / "f", wait_s):
+            pass
+    assert not (tmp_path / "f.lock").exists()

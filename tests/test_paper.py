@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -390,6 +393,76 @@ def test_a_second_process_writing_the_same_results_folder_keeps_its_cells(tmp_pa
     assert results["cells"]["cnn/R"]["error_pct"] == 1.5
     assert results["cells"]["cnn/P"]["error_pct"] == 8.0  # not overwritten by a stale copy
     assert paper.load_results(tmp_path)["cells"]["cnn/P"]["error_pct"] == 8.0
+
+
+# Each process waits for the go file, then counts in its own cell 150 times, every count a
+# read-change-write of the whole table1.json.
+_COUNTER = """
+import sys, time
+from pathlib import Path
+from stnlib import paper
+cell, folder = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+while not (Path(folder) / "go").exists():
+    time.sleep(0.01)
+for _ in range(150):
+    with paper.editing_results(folder) as results:
+        record = results["cells"][cell]
+        results["cells"][cell] = {**record, "status": "counting",
+                                  "count": record.get("count", 0) + 1}
+"""
+
+
+def test_processes_writing_one_results_folder_at_once_lose_no_result(tmp_path):
+    cells = ("cnn/R", "cnn/P", "stcnn-aff/R")
+    counters = [subprocess.Popen([sys.executable, "-c", _COUNTER, cell, str(tmp_path)],
+                                 stdout=subprocess.PIPE, text=True) for cell in cells]
+    try:
+        assert [c.stdout.readline().strip() for c in counters] == ["ready"] * 3
+        (tmp_path / "go").touch()  # all three start writing together
+        assert [c.wait(timeout=300) for c in counters] == [0, 0, 0]
+    finally:
+        for c in counters:
+            c.kill()
+            c.wait()
+    results = paper.load_results(tmp_path)
+    assert [results["cells"][c]["count"] for c in cells] == [150, 150, 150]
+    assert not (tmp_path / "table1.json.lock").exists()
+    assert (tmp_path / "table1.md").read_text() == markdown_table(results)
+
+
+def test_editing_results_writes_nothing_when_the_block_fails(tmp_path):
+    with paper.editing_results(tmp_path) as results:
+        results["cells"]["cnn/R"]["note"] = "kept"
+    before = (tmp_path / "table1.json").read_text()
+    with pytest.raises(KeyError):
+        with paper.editing_results(tmp_path) as results:
+            results["cells"]["cnn/R"]["note"] = "lost"
+            raise KeyError("a bug in the block")
+    assert (tmp_path / "table1.json").read_text() == before
+    assert load_results(tmp_path)["cells"]["cnn/R"]["note"] == "kept"
+
+
+def test_cli_refuses_a_cell_another_run_holds_from_its_check_to_its_record(tmp_path, capsys):
+    """Between training and writing the record the first run's checkpoint lock is gone; the
+    cell's own lock still stops a second run (which would evaluate or retrain it again)."""
+    import argparse
+
+    from stnlib.checkpoint import file_lock
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "cnn/R",
+                              "--results", str(tmp_path)])
+    with file_lock(tmp_path / "runs" / "cnn_R", 0):  # the first run's cell lock
+        start = time.monotonic()
+        assert args.func(args) == 2
+        assert time.monotonic() - start < 30  # stopped at once, trained nothing
+    err = capsys.readouterr().err
+    assert err.startswith("error: cell cnn/R is being trained into ") and err.count("\n") == 1
+    assert "wait for that run to finish, or give this one another --results folder" in err
+    assert paper.load_results(tmp_path)["cells"]["cnn/R"].get("status") != "done"
+    assert not list((tmp_path / "runs").glob("*.pt*"))
 
 
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "results").glob("**/table1.json"))
