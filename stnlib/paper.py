@@ -467,7 +467,8 @@ def sigma_sweep(folder: str | Path, variant: str = "P", main: str | Path | None 
     --sigma-px``, as ``"oracle"``); ``main`` adds the results folder trained with the
     paper's spread (its ``table1.json`` and ``oracle.json``). ``cells``: patterns as in
     ``--cells`` (``"cnn/*,stcnn-*"``; default all; ``"oracle"`` comes whatever they are).
-    Returns ``{sigma_px: {cell or "oracle": error %}}``, smallest spread first.
+    Returns ``{sigma_px: {cell or "oracle": error %}}``, smallest spread first. The same
+    cell (or oracle) at the same spread in two folders is an error that names both.
     """
     from stnlib.distort import SIGMA_KEYS, offset_sigma
 
@@ -482,12 +483,23 @@ def sigma_sweep(folder: str | Path, variant: str = "P", main: str | Path | None 
         raise ValueError(f"no */table1.json under {folder}: train some cells with "
                          f"`python -m stnlib paper --sigma-px S --results {folder}/sigma-S`")
     sweep: dict[float, dict[str, float]] = {}
+    source: dict[tuple[float, str], Path] = {}
+
+    def add(sigma: float, name: str, error: float, path: Path) -> None:
+        if (sigma, name) in source:
+            raise ValueError(
+                f"{name} at sigma {sigma:g} px is in both {source[sigma, name]} and {path}: "
+                "a sweep takes one run per cell and spread; move the other run one folder "
+                "deeper (as results/p-sigma/seed-1/ is), where the sweep does not read")
+        source[sigma, name] = path
+        sweep.setdefault(sigma, {})[name] = error
+
     for results_dir in folders:
         for cell, record in load_results(results_dir)["cells"].items():
             if (cell.endswith(f"/{variant}") and cell in chosen
                     and record.get("status") == "done"):
-                sigma = offset_sigma(variant, record.get("sigma_px"))
-                sweep.setdefault(sigma, {})[cell] = record["error_pct"]
+                add(offset_sigma(variant, record.get("sigma_px")), cell,
+                    record["error_pct"], results_paths(results_dir)[0])
         oracle_path = results_dir / "oracle.json"
         if oracle_path.exists():
             try:
@@ -497,8 +509,8 @@ def sigma_sweep(folder: str | Path, variant: str = "P", main: str | Path | None 
                                  f"restore it with `git checkout {oracle_path}` or move it "
                                  "away") from error
             if variant in oracle:
-                sigma = offset_sigma(variant, oracle[variant].get("sigma_px"))
-                sweep.setdefault(sigma, {})["oracle"] = oracle[variant]["error_pct"]
+                add(offset_sigma(variant, oracle[variant].get("sigma_px")), "oracle",
+                    oracle[variant]["error_pct"], oracle_path)
     return dict(sorted(sweep.items()))
 
 

@@ -608,6 +608,15 @@ def test_sigma_sweep_reads_each_spread_from_the_records(tmp_path):
         paper.sigma_sweep(tmp_path / "sweep", variant="R")
     with pytest.raises(ValueError, match="sweep is empty"):
         viz.error_by_sigma_figure({})
+    write(tmp_path / "sweep" / "c", {"stcnn-aff/P": 0.7}, 3.0)  # a second run of a cell
+    with pytest.raises(ValueError, match=r"stcnn-aff/P at sigma 3 px is in both "
+                                         r".*b.table1.json and .*c.table1.json"):
+        paper.sigma_sweep(tmp_path / "sweep")
+    assert paper.sigma_sweep(tmp_path / "sweep", cells="cnn/*")[3.0] == {"cnn/P": 1.4,
+                                                                         "oracle": 0.8}
+    write(tmp_path / "sweep" / "d", {}, 3.0, oracle=0.6)  # a second oracle at 3 px
+    with pytest.raises(ValueError, match=r"oracle at sigma 3 px is in both .*b.oracle.json"):
+        paper.sigma_sweep(tmp_path / "sweep", cells="cnn/*")
     (tmp_path / "sweep" / "a" / "oracle.json").write_text("{ broken")
     with pytest.raises(ValueError, match="oracle.json is not a readable oracle.json"):
         paper.sigma_sweep(tmp_path / "sweep")
