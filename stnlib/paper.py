@@ -612,6 +612,25 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
             "cells": {c: cells[c] for c in CELLS}}
 
 
+
+def load_turns(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The turn summaries in ``results_dir/turns.json`` (written by
+    ``benchmarks/turns.py``), keyed by cell: ``{"stcnn-aff/R": {"error_pct": ...,
+    "error_pct_far": ..., "undone_pct": ..., "left_far_deg": ..., "far_degrees": ...}}``
+    (:func:`turn_summary` of the cell's kept checkpoint on its fixed test set)."""
+    path = Path(results_dir) / "turns.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no turns.json in {results_dir}: write it with `python benchmarks/turns.py "
+            f"{Path(results_dir) / 'checkpoints' / 'stcnn-aff_R.pt'} ... --out {path}`")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))["checkpoints"]
+        return {record["cell"]: record for record in records.values()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{path} is not a readable turns.json ({error!r}); restore it with "
+            f"`git checkout {path}` or write it again with benchmarks/turns.py") from error
+
 def markdown_table(results: dict[str, Any]) -> str:
     """Table 1, ours beside the paper's, then what each measured cell was trained with."""
     cells = results["cells"]

@@ -41,6 +41,19 @@ def test_records_each_checkpoint_and_updates_the_file(script, mnist, tmp_path, c
     assert set(saved) == {"stcnn-aff_R.pt", "stcnn-tps_RTS.pt"}
     assert saved["stcnn-aff_R.pt"] == record and saved["stcnn-tps_RTS.pt"]["cell"] == \
         "stcnn-tps/RTS"
+    # paper.load_turns reads it back by cell
+    assert paper.load_turns(tmp_path) == {"stcnn-aff/R": record,
+                                          "stcnn-tps/RTS": saved["stcnn-tps_RTS.pt"]}
+
+
+def test_load_turns_names_a_missing_or_broken_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no turns.json in .*benchmarks/turns.py"):
+        paper.load_turns(tmp_path)
+    for text in ("{not json", '{"what": "no checkpoints"}', '{"checkpoints": [1]}',
+                 '{"checkpoints": {"stcnn-aff_R.pt": {"error_pct": 1.0}}}'):
+        (tmp_path / "turns.json").write_text(text)
+        with pytest.raises(ValueError, match="is not a readable turns.json.*git checkout"):
+            paper.load_turns(tmp_path)
 
 
 def test_bad_names_and_missing_files_are_one_line_errors(script, tmp_path, capsys):
