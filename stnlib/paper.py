@@ -612,6 +612,16 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
             "cells": {c: cells[c] for c in CELLS}}
 
 
+def finished_runs(*results_dirs: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The finished runs of each cell across several results folders, in the folders'
+    order: ``{"stcnn-aff/R": [record, ...]}``; a cell no folder finished is left out."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for results_dir in results_dirs:
+        for cell, record in load_results(results_dir)["cells"].items():
+            if record.get("status") == "done":
+                runs.setdefault(cell, []).append(record)
+    return runs
+
 
 def load_turns(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     """The turn summaries in ``results_dir/turns.json`` (written by
@@ -630,6 +640,7 @@ def load_turns(results_dir: str | Path) -> dict[str, dict[str, Any]]:
         raise ValueError(
             f"{path} is not a readable turns.json ({error!r}); restore it with "
             f"`git checkout {path}` or write it again with benchmarks/turns.py") from error
+
 
 def markdown_table(results: dict[str, Any]) -> str:
     """Table 1, ours beside the paper's, then what each measured cell was trained with."""

@@ -105,6 +105,18 @@ def test_results_file_lists_every_cell_and_marks_unrun(tmp_path):
         load_results(tmp_path)
 
 
+def test_finished_runs_gathers_each_cells_done_records_in_folder_order(tmp_path):
+    for folder, error in (("a", 1.0), ("b", 2.0)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "table1.json").write_text(json.dumps({"cells": {
+            "cnn/R": {"status": "done", "error_pct": error},
+            "stcnn-aff/R": {"status": "running"}}}))
+    runs = paper.finished_runs(tmp_path / "b", tmp_path / "a", tmp_path / "none")
+    assert list(runs) == ["cnn/R"]
+    assert [r["error_pct"] for r in runs["cnn/R"]] == [2.0, 1.0]
+    assert paper.finished_runs() == {}
+
+
 def test_errors():
     with pytest.raises(ValueError, match="classifier"):
         PaperNet("rnn")
