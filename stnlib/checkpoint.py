@@ -97,16 +97,19 @@ def model_config(model: nn.Module) -> dict:
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
-    return _atomic_write(path, "wb", lambda file: torch.save(obj, file))
+    return atomic_write(path, "wb", lambda file: torch.save(obj, file))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    return _atomic_write(path, "w", lambda file: file.write(text))
+    return atomic_write(path, "w", lambda file: file.write(text))
 
 
-def _atomic_write(path: str | os.PathLike[str], mode: str, write: Any) -> Path:
+def atomic_write(path: str | os.PathLike[str], mode: str,
+                 write: Callable[[Any], object]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    ``mode`` is ``"w"`` (text, UTF-8) or ``"wb"``; ``write`` receives the open file.
 
     A crash or Ctrl-C mid-write leaves the previous ``path`` intact (never a half file).
     The result gets the permissions a plain ``open`` would give (mkstemp makes 0600).

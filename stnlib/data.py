@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import io
 import os
+import shutil
 from pathlib import Path
 
 import torch
+
+from stnlib.checkpoint import atomic_write
 
 ENV_VAR = "STNLIB_DATA"
 
@@ -86,6 +90,7 @@ def _load_cached(root: Path, train: bool, download: bool) -> tuple[torch.Tensor,
     from torchvision.datasets import MNIST  # imported here: torchvision is slow to import
 
     raw = root / "MNIST" / "raw"
+    _unpack_archives(raw)
     _check_unpacked(raw)
     log = io.StringIO()  # torchvision prints progress; the library prints nothing
     try:
@@ -103,6 +108,33 @@ def _load_cached(root: Path, train: bool, download: bool) -> tuple[torch.Tensor,
     return images, labels.long()
 
 
+def _unpack_archives(raw: Path) -> None:
+    """Unpack each official archive in ``raw`` whose unpacked file is missing or the wrong size.
+
+    torchvision unpacks straight into the final file name, so a second process loading
+    MNIST at the same time (two training runs started together) can read a half-written
+    file, and an interrupted unpack leaves a truncated one behind. Here each archive that
+    passes its md5 check is unpacked into a temporary file beside the target and renamed
+    onto it in one step (:func:`stnlib.checkpoint.atomic_write`): the target is either
+    absent or complete, never partial, and a truncated leftover is replaced. Archives that
+    are absent or fail the md5 check are left to torchvision (download, or the errors of
+    :func:`load_mnist`).
+    """
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import check_integrity
+
+    md5 = dict(MNIST.resources)
+    for archive, size in MNIST_FILES.items():
+        target = raw / archive.removesuffix(".gz")
+        if target.is_file() and target.stat().st_size == size:
+            continue
+        if not check_integrity(str(raw / archive), md5.get(archive)):
+            continue
+        with gzip.open(raw / archive, "rb") as source:
+            atomic_write(target, "wb", lambda file, source=source: shutil.copyfileobj(
+                source, file, 1 << 20))
+
+
 def _check_unpacked(raw: Path) -> None:
     """Catch truncated unpacked files before torchvision fails on them deep inside."""
     for archive, size in MNIST_FILES.items():
@@ -110,7 +142,9 @@ def _check_unpacked(raw: Path) -> None:
         if unpacked.is_file() and unpacked.stat().st_size != size:
             raise MNISTCorruptError(
                 f"{unpacked} is {unpacked.stat().st_size} bytes, expected {size}: the file is "
-                f"truncated or corrupt. Delete it; it is unpacked again from {archive}."
+                f"truncated or corrupt, and no intact {archive} is beside it to unpack it "
+                f"again. Delete it and put the official {archive} into {raw} (or run once "
+                "with internet to download it)."
             )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,59 @@ def test_truncated_unpacked_file_is_named(tmp_path):
     with pytest.raises(MNISTCorruptError, match="truncated") as info:
         load_mnist(root=tmp_path)
     assert "train-images-idx3-ubyte is 100 bytes" in str(info.value)
+    assert "train-images-idx3-ubyte.gz" in str(info.value)
+
+
+@pytest.fixture
+def archives(tmp_path):
+    """A fresh dataset root whose MNIST/raw/ holds the four official archives (links)."""
+    source = data_root() / "MNIST" / "raw"
+    if not all((source / name).is_file() for name in MNIST_FILES):
+        pytest.skip(f"the official archives are not in {source}")
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        (raw / name).symlink_to((source / name).resolve())
+    return raw
+
+
+def test_truncated_unpacked_file_is_unpacked_again_from_its_archive(offline, archives,
+                                                                     mnist_arrays):
+    """What an interrupted torchvision unpack leaves behind is replaced, not an error."""
+    (archives / "t10k-images-idx3-ubyte").write_bytes(b"\0" * 100)
+    images, labels = data._load_cached(archives.parent.parent.resolve(), False, True)
+    assert torch.equal(images, mnist_arrays[2]) and torch.equal(labels, mnist_arrays[3])
+    assert (archives / "t10k-images-idx3-ubyte").stat().st_size == 7_840_016
+
+
+def test_interrupted_unpack_leaves_no_partial_file(monkeypatch, archives):
+    def interrupted(source, target, length=0):
+        target.write(source.read(1000))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data.shutil, "copyfileobj", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        data._unpack_archives(archives)
+    assert sorted(path.name for path in archives.iterdir()) == sorted(MNIST_FILES)
+    monkeypatch.undo()
+    data._unpack_archives(archives)
+    for archive, size in MNIST_FILES.items():
+        assert (archives / archive.removesuffix(".gz")).stat().st_size == size
+
+
+def test_runs_started_together_all_load(archives):
+    """Several processes unpacking the same archives at once (two training runs started
+    together) each read complete files: no process sees another's half-written file."""
+    code = ("import sys, stnlib.data as d; "
+            "print(d.load_mnist(train=True, root=sys.argv[1], download=False)[0].shape[0])")
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, str(archives.parent.parent)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    results = [(process, *process.communicate(timeout=300)) for process in processes]
+    assert [(p.returncode, out.strip()) for p, out, _ in results] == [(0, "60000")] * 3, [
+        err for *_, err in results]
 
 
 def test_loads_both_splits_as_uint8(mnist_arrays):
