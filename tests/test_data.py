@@ -77,17 +77,26 @@ def test_truncated_unpacked_file_is_named(tmp_path):
     assert "train-images-idx3-ubyte.gz" in str(info.value)
 
 
-@pytest.fixture
-def archives(tmp_path):
-    """A fresh dataset root whose MNIST/raw/ holds the four official archives (links)."""
+def _put_archives(root: Path, copy: bool) -> Path:
+    """``root/MNIST/raw/`` holding the four official archives, copied or linked from the
+    course's data folder (the test is skipped where they are not there)."""
     source = data_root() / "MNIST" / "raw"
     if not all((source / name).is_file() for name in MNIST_FILES):
         pytest.skip(f"the official archives are not in {source}")
-    raw = tmp_path / "MNIST" / "raw"
+    raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in MNIST_FILES:
-        (raw / name).symlink_to((source / name).resolve())
+        if copy:
+            (raw / name).write_bytes((source / name).read_bytes())
+        else:
+            (raw / name).symlink_to((source / name).resolve())
     return raw
+
+
+@pytest.fixture
+def archives(tmp_path):
+    """A fresh dataset root's MNIST/raw/, holding links to the four official archives."""
+    return _put_archives(tmp_path, copy=False)
 
 
 def test_truncated_unpacked_file_is_unpacked_again_from_its_archive(offline, archives,
@@ -144,12 +153,6 @@ def test_offline_copy_of_official_archives_is_unpacked_without_network(
     offline, tmp_path, mnist_arrays
 ):
     """The offline route the README describes: copy the four .gz files, nothing else."""
-    source = data_root() / "MNIST" / "raw"
-    if not all((source / name).is_file() for name in MNIST_FILES):
-        pytest.skip(f"the official archives are not in {source}")
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name in MNIST_FILES:
-        (raw / name).write_bytes((source / name).read_bytes())
+    _put_archives(tmp_path, copy=True)
     images, labels = data._load_cached(tmp_path.resolve(), False, True)
     assert torch.equal(images, mnist_arrays[2]) and torch.equal(labels, mnist_arrays[3])
