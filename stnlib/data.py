@@ -91,7 +91,6 @@ def _load_cached(root: Path, train: bool, download: bool) -> tuple[torch.Tensor,
 
     raw = root / "MNIST" / "raw"
     _unpack_archives(raw)
-    _check_unpacked(raw)
     log = io.StringIO()  # torchvision prints progress; the library prints nothing
     try:
         with contextlib.redirect_stdout(log):
@@ -116,47 +115,39 @@ def _unpack_archives(raw: Path) -> None:
     file, and an interrupted unpack leaves a truncated one behind. Here each archive that
     passes its md5 check is unpacked into a temporary file beside the target and renamed
     onto it in one step (:func:`stnlib.checkpoint.atomic_write`): the target is either
-    absent or complete, never partial, and a truncated leftover is replaced. Archives that
-    are absent or fail the md5 check are left to torchvision (download, or the errors of
-    :func:`load_mnist`).
+    absent or complete, never partial, and a truncated leftover is replaced. A missing
+    target without an intact archive is left to torchvision (download, or the errors of
+    :func:`load_mnist`); a truncated one without it is a :class:`MNISTCorruptError` here,
+    before torchvision fails on it deep inside.
     """
-    from torchvision.datasets import MNIST
-    from torchvision.datasets.utils import check_integrity
-
-    md5 = dict(MNIST.resources)
     for archive, size in MNIST_FILES.items():
         target = raw / archive.removesuffix(".gz")
-        if target.is_file() and target.stat().st_size == size:
+        found = target.stat().st_size if target.is_file() else None
+        if found == size:
             continue
-        if not check_integrity(str(raw / archive), md5.get(archive)):
-            continue
-        with gzip.open(raw / archive, "rb") as source:
-            atomic_write(target, "wb", lambda file, source=source: shutil.copyfileobj(
-                source, file, 1 << 20))
-
-
-def _check_unpacked(raw: Path) -> None:
-    """Catch truncated unpacked files before torchvision fails on them deep inside."""
-    for archive, size in MNIST_FILES.items():
-        unpacked = raw / archive.removesuffix(".gz")
-        if unpacked.is_file() and unpacked.stat().st_size != size:
+        if _intact(raw / archive):
+            with gzip.open(raw / archive, "rb") as source:
+                atomic_write(target, "wb", lambda file, source=source: shutil.copyfileobj(
+                    source, file, 1 << 20))
+        elif found is not None:
             raise MNISTCorruptError(
-                f"{unpacked} is {unpacked.stat().st_size} bytes, expected {size}: the file is "
-                f"truncated or corrupt, and no intact {archive} is beside it to unpack it "
-                f"again. Delete it and put the official {archive} into {raw} (or run once "
-                "with internet to download it)."
+                f"{target} is {found} bytes, expected {size}: the file is truncated or "
+                f"corrupt, and no intact {archive} is beside it to unpack it again. Delete "
+                f"it and put the official {archive} into {raw} (or run once with internet "
+                "to download it)."
             )
 
 
-def _explain_failure(raw: Path, error: RuntimeError) -> RuntimeError:
+def _intact(archive: Path) -> bool:
+    """Whether ``archive`` (one of :data:`MNIST_FILES`) exists and passes its md5 check."""
     from torchvision.datasets import MNIST
     from torchvision.datasets.utils import check_integrity
 
-    md5 = dict(MNIST.resources)
-    bad = [
-        name for name in MNIST_FILES
-        if (raw / name).is_file() and not check_integrity(str(raw / name), md5.get(name))
-    ]
+    return check_integrity(str(archive), dict(MNIST.resources).get(archive.name))
+
+
+def _explain_failure(raw: Path, error: RuntimeError) -> RuntimeError:
+    bad = [name for name in MNIST_FILES if (raw / name).is_file() and not _intact(raw / name)]
     if bad:
         return MNISTCorruptError(
             f"{', '.join(str(raw / n) for n in bad)} failed the md5 check (truncated or not "
