@@ -18,6 +18,9 @@ once, to measure its seconds per step under that sharing; then each cell gets th
 epochs (capped by ``--max-epochs``) that fit the remaining ``--budget-s``, and all train
 at once. Cells unfinished at the deadline are stopped and left out. The finished records
 are merged into ``<results>/table1.json`` / ``.md`` and a JSON summary is printed.
+``--keep-checkpoints PATTERNS`` keeps the trained weights of those cells in
+``<results>/checkpoints/`` (where ``stnlib paper --keep-checkpoints`` puts them), so
+``benchmarks/turns.py`` can read a GPU run too.
 
     python benchmarks/paper_gpu.py --cells 'stcnn-*/R,stcnn-*/RTS' --budget-s 450 \\
         --results results/gpu
@@ -45,6 +48,7 @@ from typing import Any
 
 from stnlib import paper
 from stnlib.bench import check_positive
+from stnlib.checkpoint import atomic_write
 from stnlib.data import mnist
 
 
@@ -93,7 +97,8 @@ def _paper_args(text: str) -> list[str]:
 
 
 def _command(cell: str, args: argparse.Namespace, results: Path, epochs: int,
-             train_size: int | None, test_size: int | None, extra: list[str]) -> list[str]:
+             train_size: int | None, test_size: int | None, extra: list[str],
+             keep: bool = False) -> list[str]:
     command = [sys.executable, "-m", "stnlib", "paper", "--cells", cell, "--device",
                args.device, "--threads", str(args.threads), "--epochs", str(epochs),
                "--sampler", args.sampler, "--batch-size", str(args.batch_size),
@@ -102,7 +107,33 @@ def _command(cell: str, args: argparse.Namespace, results: Path, epochs: int,
         command += ["--train-size", str(train_size)]
     if test_size is not None:
         command += ["--test-size", str(test_size)]
+    if keep:
+        command += ["--keep-checkpoints", cell]
     return command + extra
+
+
+def _kept_cells(patterns: str | None, cells: list[str]) -> list[str]:
+    """The cells of this run whose checkpoints ``--keep-checkpoints`` asks to keep."""
+    if patterns is None:
+        return []
+    kept = [c for c in paper.select_cells(patterns, "--keep-checkpoints") if c in cells]
+    if not kept:
+        raise ValueError(f"--keep-checkpoints {patterns!r} matches none of the cells this "
+                         f"run trains ({', '.join(cells)})")
+    return kept
+
+
+def _move_checkpoint(cell: str, trained: Path, results: Path) -> Path:
+    """Move a finished cell's kept checkpoint from its own folder to
+    ``results/checkpoints/`` (copied to a temporary file there, then renamed: an
+    interruption leaves the old file or the new one, never half of one). As with
+    ``stnlib paper --force``, a checkpoint of an earlier run of the cell is replaced; its
+    record stays in ``table1.json`` under ``"earlier"``."""
+    name = f"{_slug(cell)}.pt"
+    target = results / "checkpoints" / name
+    atomic_write(target, "wb", lambda f: f.write((trained / "checkpoints" / name).read_bytes()))
+    (trained / "checkpoints" / name).unlink()
+    return target
 
 
 def _launch(commands: dict[str, list[str]], logs: Path, deadline: float) -> dict[str, int]:
@@ -151,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper-args", default="",
                         help="further `stnlib paper` options for every cell, one string, "
                              "e.g. --paper-args='--turn-ramp 0.1'")
+    parser.add_argument("--keep-checkpoints", default=None, metavar="PATTERNS",
+                        help="cells whose trained weights to keep in <results>/checkpoints/ "
+                             "(patterns as for --cells)")
     parser.add_argument("--train-size", type=int, default=None, help="for tests only")
     parser.add_argument("--margin-s", type=float, default=45.0,
                         help="kept for start-up and the final test of each cell")
@@ -180,6 +214,7 @@ def _run(args: argparse.Namespace) -> int:
     cells = paper.select_cells(args.cells)
     paper.check_device(args.device)
     extra = _paper_args(args.paper_args)
+    kept = _kept_cells(args.keep_checkpoints, cells)
     for train in (True, False):  # unpack MNIST once, before the processes race to
         mnist(train=train)
     work = Path(args.work)
@@ -209,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
                                math.floor(available / (steps_per_epoch * step_s[cell]))))
               for cell in cells}
     runs = {cell: _command(cell, args, work / "train" / _slug(cell), epochs[cell],
-                           args.train_size, None, extra) for cell in cells}
+                           args.train_size, None, extra, keep=cell in kept) for cell in cells}
     status = _launch(runs, work / "train-logs", deadline)
 
     finished = {}
@@ -217,6 +252,8 @@ def _run(args: argparse.Namespace) -> int:
         for cell in cells:
             record = paper.load_results(work / "train" / _slug(cell))["cells"][cell]
             if status[cell] == 0 and record.get("status") == "done":
+                if cell in kept:
+                    _move_checkpoint(cell, work / "train" / _slug(cell), Path(args.results))
                 results["cells"][cell] = paper.with_earlier(record, results["cells"][cell])
                 finished[cell] = record["error_pct"]
     print(json.dumps({
@@ -225,6 +262,8 @@ def _run(args: argparse.Namespace) -> int:
         "epochs": epochs, "error_pct": finished,
         "paper_pct": {c: paper.PAPER_ERROR[c] for c in cells},
         "unfinished": [c for c in cells if c not in finished],
+        "checkpoints": [str(Path(args.results) / "checkpoints" / f"{_slug(c)}.pt")
+                        for c in kept if c in finished],
         "wall_s": round(time.time() - start, 1)}, indent=1))
     return 0
 

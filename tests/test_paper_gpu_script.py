@@ -8,6 +8,7 @@ import json
 import pytest
 
 from stnlib import paper
+from stnlib.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +25,38 @@ def test_step_seconds_of_a_calibration_too_short_to_time_is_not_zero(script):
 
 def test_calibrates_then_trains_each_cell_into_one_results_file(script, tmp_path, capsys):
     results, work = tmp_path / "results", tmp_path / "work"
-    rc = script.main(["--device", "cpu", "--cells", "cnn/R", "--budget-s", "300",
+    rc = script.main(["--device", "cpu", "--cells", "fcn/R,cnn/R", "--budget-s", "300",
                       "--max-epochs", "2", "--calibration-steps", "5", "--train-size", "320",
                       "--margin-s", "5", "--sampler", "torch", "--batch-size", "32",
                       "--lr", "0.001", "--results", str(results),
-                      "--work", str(work), "--paper-args", "--turn-ramp 0.5"])
+                      "--work", str(work), "--paper-args", "--turn-ramp 0.5",
+                      "--keep-checkpoints", "cnn/*,stcnn-aff/R"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["epochs"] == {"cnn/R": 2} and summary["unfinished"] == []
-    record = paper.load_results(results)["cells"]["cnn/R"]
+    assert summary["epochs"] == {"fcn/R": 2, "cnn/R": 2} and summary["unfinished"] == []
+    table = paper.load_results(results)["cells"]
+    record = table["cnn/R"]
     assert record["status"] == "done" and record["epochs"] == 2 and record["device"] == "cpu"
     assert record["sampler"] == "torch" and record["batch_size"] == 32 and record["lr"] == 0.001
-    assert record["turn_ramp"] == 0.5  # --paper-args reaches every cell
+    assert record["turn_ramp"] == 0.5 and table["fcn/R"]["turn_ramp"] == 0.5  # --paper-args
     assert record["steps"] == 2 * 320 // 32 and record["error_pct"] == summary["error_pct"]["cnn/R"]
     assert (work / "train-logs" / "cnn_R.log").exists()
+    # --keep-checkpoints: cnn/R's weights moved beside the results, fcn/R's not kept
+    kept = results / "checkpoints" / "cnn_R.pt"
+    assert summary["checkpoints"] == [str(kept)]
+    assert sorted(p.name for p in (results / "checkpoints").iterdir()) == ["cnn_R.pt"]
+    assert not list(work.rglob("*.pt"))
+    model = load_checkpoint(kept)
+    assert sum(p.numel() for p in model.parameters()) == record["parameters"]
+
+
+def test_keep_checkpoints_must_name_a_cell_of_the_run(script, tmp_path, capsys):
+    assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--device", "cpu",
+                        "--results", str(tmp_path), "--work", str(tmp_path / "w"),
+                        "--keep-checkpoints", "stcnn-*/R"]) == 2
+    err = capsys.readouterr().err
+    assert "--keep-checkpoints 'stcnn-*/R' matches none of the cells this run trains (cnn/R)" in err
+    assert not (tmp_path / "w").exists()  # refused before anything started
 
 
 def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
