@@ -53,11 +53,7 @@ def load(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {"experiment": "the Table 1 CNN on digits undone by a perfect transformer",
                 "variants": {}}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not readable JSON ({error}); restore it with "
-                         f"`git checkout {path}` or move it away") from error
+    return paper.load_json(path, otherwise="move it away")
 
 
 def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
@@ -103,9 +99,8 @@ def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
 def _table_errors(variant: str) -> dict[str, float]:
     """The finished cells of ``variant`` in results/table1.json when this ran (context):
     cell -> % error."""
-    cells = paper.load_results(TABLE)["cells"]
-    return {c: r["error_pct"] for c, r in cells.items()
-            if c.endswith(f"/{variant}") and r.get("status") == "done"}
+    return {c: r["error_pct"] for c, r in paper.finished_cells(TABLE).items()
+            if c.endswith(f"/{variant}")}
 
 
 def main(argv: list[str] | None = None) -> int:

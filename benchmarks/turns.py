@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for path in args.checkpoints:
             cell_of(path)  # every name checked before any work
-        data = json.loads(args.out.read_text()) if args.out.exists() else {}
-        records = data.get("checkpoints", {})
+        records = (paper.load_json(args.out, lambda data: dict(data["checkpoints"]),
+                                   otherwise="give another --out")
+                   if args.out.exists() else {})
         for path in args.checkpoints:
             records[path.name] = summary(path, args.test_size)
     except (ValueError, CheckpointError, FileNotFoundError) as error:

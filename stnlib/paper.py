@@ -50,7 +50,7 @@ import argparse
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -495,19 +495,14 @@ def sigma_sweep(folder: str | Path, variant: str = "P", main: str | Path | None 
         sweep.setdefault(sigma, {})[name] = error
 
     for results_dir in folders:
-        for cell, record in load_results(results_dir)["cells"].items():
-            if (cell.endswith(f"/{variant}") and cell in chosen
-                    and record.get("status") == "done"):
+        for cell, record in finished_cells(results_dir).items():
+            if cell.endswith(f"/{variant}") and cell in chosen:
                 add(offset_sigma(variant, record.get("sigma_px")), cell,
                     record["error_pct"], results_paths(results_dir)[0])
         oracle_path = results_dir / "oracle.json"
         if oracle_path.exists():
-            try:
-                oracle = json.loads(oracle_path.read_text(encoding="utf-8"))["variants"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(f"{oracle_path} is not a readable oracle.json ({error}); "
-                                 f"restore it with `git checkout {oracle_path}` or move it "
-                                 "away") from error
+            oracle = load_json(oracle_path, lambda data: dict(data["variants"]),
+                               otherwise="move it away")
             if variant in oracle:
                 add(offset_sigma(variant, oracle[variant].get("sigma_px")), "oracle",
                     oracle[variant]["error_pct"], oracle_path)
@@ -596,20 +591,43 @@ def results_paths(results_dir: str | Path) -> tuple[Path, Path]:
     return results_dir / "table1.json", results_dir / "table1.md"
 
 
+def load_json(path: str | Path, read: Callable[[Any], Any] | None = None, *,
+              otherwise: str = "write it again with the command in its folder's README"
+              ) -> Any:
+    """A committed results file (``table1.json``, ``turns.json``, ``oracle.json``, ...):
+    its parsed JSON, or what ``read`` makes of it (e.g. ``lambda d: d["variants"]``).
+
+    A missing file raises FileNotFoundError, a file that is not JSON or not what ``read``
+    expects (a KeyError, TypeError, AttributeError or ValueError inside it) a ValueError;
+    both name the file and the fix: ``git checkout`` it, or ``otherwise``.
+    """
+    path = Path(path)
+    fix = f"restore it with `git checkout {path}` or {otherwise}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if read is None else read(data)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: {fix}") from None
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path} is not a readable {path.name} ({error!r}); {fix}") from error
+
+
 def load_results(results_dir: str | Path) -> dict[str, Any]:
     """The results file as a dict (every cell present; unrun ones ``"status": "not run"``)."""
     path, _ = results_paths(results_dir)
     cells = {c: {"status": "not run", "paper_error_pct": PAPER_ERROR[c]} for c in CELLS}
     if path.exists():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            cells.update(saved["cells"])
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(
-                f"{path} is not a readable table1.json ({error}); restore it with "
-                f"`git checkout {path}` or move it away to start afresh") from error
+        cells.update(load_json(path, lambda data: dict(data["cells"]),
+                               otherwise="move it away to start afresh"))
     return {"experiment": "Jaderberg et al. 2015, Table 1 (distorted MNIST), % test error",
             "cells": {c: cells[c] for c in CELLS}}
+
+
+def finished_cells(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The finished cells of one results folder, ``{"stcnn-aff/R": record}``, in
+    :data:`CELLS` order (unrun cells left out)."""
+    return {cell: record for cell, record in load_results(results_dir)["cells"].items()
+            if record.get("status") == "done"}
 
 
 def finished_runs(*results_dirs: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -617,9 +635,8 @@ def finished_runs(*results_dirs: str | Path) -> dict[str, list[dict[str, Any]]]:
     order: ``{"stcnn-aff/R": [record, ...]}``; a cell no folder finished is left out."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for results_dir in results_dirs:
-        for cell, record in load_results(results_dir)["cells"].items():
-            if record.get("status") == "done":
-                runs.setdefault(cell, []).append(record)
+        for cell, record in finished_cells(results_dir).items():
+            runs.setdefault(cell, []).append(record)
     return runs
 
 
@@ -633,13 +650,9 @@ def load_turns(results_dir: str | Path) -> dict[str, dict[str, Any]]:
         raise FileNotFoundError(
             f"no turns.json in {results_dir}: write it with `python benchmarks/turns.py "
             f"{Path(results_dir) / 'checkpoints' / 'stcnn-aff_R.pt'} ... --out {path}`")
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))["checkpoints"]
-        return {record["cell"]: record for record in records.values()}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(
-            f"{path} is not a readable turns.json ({error!r}); restore it with "
-            f"`git checkout {path}` or write it again with benchmarks/turns.py") from error
+    return load_json(path, lambda data: {record["cell"]: record
+                                          for record in data["checkpoints"].values()},
+                     otherwise="write it again with benchmarks/turns.py")
 
 
 def markdown_table(results: dict[str, Any]) -> str:

@@ -77,5 +77,5 @@ def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
     assert "is a folder: name the JSON file" in capsys.readouterr().err
     path.write_text("{ broken")
     assert script.main(["--variants", "R", "--results", str(path)]) == 2
-    assert "is not readable JSON" in capsys.readouterr().err
+    assert "is not a readable oracle.json" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()

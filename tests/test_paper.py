@@ -100,9 +100,30 @@ def test_results_file_lists_every_cell_and_marks_unrun(tmp_path):
     assert all(results["cells"][c]["status"] == "not run" for c in CELLS)
     text = markdown_table(results)
     assert text.count("not run yet") == 36 and "| ST-CNN TPS |" in text
-    (tmp_path / "table1.json").write_text("{ broken")
-    with pytest.raises(ValueError, match="table1.json"):
-        load_results(tmp_path)
+    for text in ("{ broken", '{"cells": [1, 2]}', "[]"):
+        (tmp_path / "table1.json").write_text(text)
+        with pytest.raises(ValueError, match="table1.json is not a readable table1.json .*"
+                                             "git checkout .*or move it away to start afresh"):
+            load_results(tmp_path)
+
+
+def test_load_json_names_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "oracle.json"
+    with pytest.raises(FileNotFoundError, match=r"oracle.json is missing: restore it with "
+                                                r"`git checkout .*oracle.json` or write it again"):
+        paper.load_json(path)
+    path.write_text('{"variants": {"R": {"error_pct": 0.5}}}')
+    assert paper.load_json(path) == {"variants": {"R": {"error_pct": 0.5}}}
+    assert paper.load_json(path, lambda d: d["variants"]["R"]["error_pct"]) == 0.5
+    for text, problem in (("{ broken", "JSONDecodeError"), ('{"runs": []}', "KeyError"),
+                          ('{"variants": 3}', "TypeError")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=rf"oracle.json is not a readable oracle.json "
+                                             rf"\({problem}.*; restore it .* or move it away"):
+            paper.load_json(path, lambda d: d["variants"]["R"], otherwise="move it away")
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(ValueError, match="UnicodeDecodeError"):
+        paper.load_json(path)
 
 
 def test_finished_runs_gathers_each_cells_done_records_in_folder_order(tmp_path):
@@ -115,6 +136,8 @@ def test_finished_runs_gathers_each_cells_done_records_in_folder_order(tmp_path)
     assert list(runs) == ["cnn/R"]
     assert [r["error_pct"] for r in runs["cnn/R"]] == [2.0, 1.0]
     assert paper.finished_runs() == {}
+    assert paper.finished_cells(tmp_path / "a") == {"cnn/R": {"status": "done", "error_pct": 1.0}}
+    assert paper.finished_cells(tmp_path / "none") == {}
 
 
 def test_errors():

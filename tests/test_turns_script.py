@@ -68,3 +68,9 @@ def test_bad_names_and_missing_files_are_one_line_errors(script, tmp_path, capsy
         assert script.main([str(tmp_path / "stcnn-aff_R.pt"), "--out", str(out), flag, "0"]) == 2
         assert capsys.readouterr().err == f"error: {flag} must be positive, got 0\n"
     assert not out.exists()
+    for text in ("{ broken", '{"what": "something else"}'):  # an --out it cannot add to
+        out.write_text(text)
+        assert script.main([str(tmp_path / "stcnn-aff_R.pt"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {out} is not a readable turns.json") and err.count("\n") == 1
+        assert "give another --out" in err and out.read_text() == text  # left as it was
