@@ -640,6 +640,18 @@ def finished_runs(*results_dirs: str | Path) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
+def run_text(record: dict[str, Any]) -> str:
+    """One finished run in a few words: ``"0.83% (seed 0, 62 ep, H200)"``; ``cpu`` is the
+    machine the table was trained on, a GPU is named by its model."""
+    device = record["device"]
+    if device.startswith("cuda ("):  # "cuda (NVIDIA H100 80GB HBM3)" -> "H100"
+        words = device.removeprefix("cuda (").removesuffix(")").removeprefix("NVIDIA ").split()
+        model = next((i for i, word in enumerate(words) if any(map(str.isdigit, word))),
+                     len(words) - 1)  # the first word with a digit ends the model's name
+        device = " ".join(words[:model + 1])
+    return f"{record['error_pct']:.2f}% (seed {record['seed']}, {record['epochs']} ep, {device})"
+
+
 def load_turns(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     """The turn summaries in ``results_dir/turns.json`` (written by
     ``benchmarks/turns.py``), keyed by cell: ``{"stcnn-aff/R": {"error_pct": ...,

@@ -107,6 +107,17 @@ def test_results_file_lists_every_cell_and_marks_unrun(tmp_path):
             load_results(tmp_path)
 
 
+def test_run_text_names_error_seed_epochs_and_machine():
+    record = {"error_pct": 0.7249, "seed": 2, "epochs": 59, "device": "cuda (NVIDIA H200)"}
+    assert paper.run_text(record) == "0.72% (seed 2, 59 ep, H200)"
+    assert paper.run_text({**record, "device": "cpu"}) == "0.72% (seed 2, 59 ep, cpu)"
+    assert paper.run_text({**record, "device": "cuda (NVIDIA H100 80GB HBM3)"}).endswith(
+        "H100)")
+    assert paper.run_text({**record, "device": "cuda (Tesla T4)"}).endswith("Tesla T4)")
+    assert paper.run_text({**record, "device": "cuda (NVIDIA GeForce RTX 4090)"}).endswith(
+        ", GeForce RTX 4090)")
+
+
 def test_load_json_names_the_file_and_the_fix(tmp_path):
     path = tmp_path / "oracle.json"
     with pytest.raises(FileNotFoundError, match=r"oracle.json is missing: restore it with "
