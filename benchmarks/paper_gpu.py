@@ -130,9 +130,9 @@ def _move_checkpoint(cell: str, trained: Path, results: Path) -> Path:
     ``stnlib paper --force``, a checkpoint of an earlier run of the cell is replaced; its
     record stays in ``table1.json`` under ``"earlier"``."""
     name = f"{_slug(cell)}.pt"
-    target = results / "checkpoints" / name
-    atomic_write(target, "wb", lambda f: f.write((trained / "checkpoints" / name).read_bytes()))
-    (trained / "checkpoints" / name).unlink()
+    source, target = trained / "checkpoints" / name, results / "checkpoints" / name
+    atomic_write(target, "wb", lambda f: f.write(source.read_bytes()))
+    source.unlink()
     return target
 
 
@@ -247,13 +247,14 @@ def _run(args: argparse.Namespace) -> int:
                            args.train_size, None, extra, keep=cell in kept) for cell in cells}
     status = _launch(runs, work / "train-logs", deadline)
 
-    finished = {}
+    finished, checkpoints = {}, []
     with paper.editing_results(args.results) as results:
         for cell in cells:
             record = paper.load_results(work / "train" / _slug(cell))["cells"][cell]
             if status[cell] == 0 and record.get("status") == "done":
                 if cell in kept:
-                    _move_checkpoint(cell, work / "train" / _slug(cell), Path(args.results))
+                    checkpoints.append(str(_move_checkpoint(cell, work / "train" / _slug(cell),
+                                                            Path(args.results))))
                 results["cells"][cell] = paper.with_earlier(record, results["cells"][cell])
                 finished[cell] = record["error_pct"]
     print(json.dumps({
@@ -262,8 +263,7 @@ def _run(args: argparse.Namespace) -> int:
         "epochs": epochs, "error_pct": finished,
         "paper_pct": {c: paper.PAPER_ERROR[c] for c in cells},
         "unfinished": [c for c in cells if c not in finished],
-        "checkpoints": [str(Path(args.results) / "checkpoints" / f"{_slug(c)}.pt")
-                        for c in kept if c in finished],
+        "checkpoints": checkpoints,
         "wall_s": round(time.time() - start, 1)}, indent=1))
     return 0
 
