@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 
 from stnlib import paper
 from stnlib.bench import check_positive
-from stnlib.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
+from stnlib.checkpoint import CheckpointError, load_checkpoint
 
 #: "Far-turned" digits: turned this many degrees or more either way (R: ±90, RTS: ±45).
 FAR_DEGREES = {"R": 75.0, "RTS": 35.0}
@@ -37,12 +36,15 @@ FAR_DEGREES = {"R": 75.0, "RTS": 35.0}
 
 def cell_of(path: Path) -> str:
     """``stcnn-aff_R.pt`` -> ``"stcnn-aff/R"`` (a ValueError for other names)."""
-    model, _, variant = path.stem.rpartition("_")
-    cell = f"{model}/{variant}"
-    if (cell not in paper.PAPER_ERROR or variant not in ("R", "RTS")
-            or paper.MODELS[model][1] is None):
-        raise ValueError(f"{path.name}: expected an R or RTS checkpoint of an ST model named "
-                         "like stcnn-aff_R.pt (as stnlib paper --keep-checkpoints writes it)")
+    message = (f"{path.name}: expected an R or RTS checkpoint of an ST model named "
+               "like stcnn-aff_R.pt (as stnlib paper --keep-checkpoints writes it)")
+    try:
+        cell = paper.checkpoint_cell(path)
+    except ValueError:
+        raise ValueError(message) from None
+    model, variant = cell.split("/")
+    if variant not in FAR_DEGREES or paper.MODELS[model][1] is None:
+        raise ValueError(message)
     return cell
 
 
@@ -77,22 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for path in args.checkpoints:
             cell_of(path)  # every name checked before any work
-        records = (paper.load_json(args.out, lambda data: dict(data["checkpoints"]),
-                                   otherwise="give another --out")
-                   if args.out.exists() else {})
+        records = paper.read_checkpoint_records(args.out)
         for path in args.checkpoints:
             records[path.name] = summary(path, args.test_size)
     except (ValueError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    data = {"what": "stnlib.paper.turn_summary of each checkpoint on its variant's fixed test "
-                    "set: error_pct, error_pct_far (digits turned far_degrees or more), "
-                    "undone_pct (share of the turn undone), left_far_deg (mean turn left on "
-                    "the far-turned digits)",
-            "command": "python benchmarks/turns.py CHECKPOINT ... --out FILE",
-            "updated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "checkpoints": records}
-    atomic_write_text(json.dumps(data, indent=1) + "\n", args.out)
+    paper.write_checkpoint_records(
+        args.out, records,
+        what="stnlib.paper.turn_summary of each checkpoint on its variant's fixed test set: "
+             "error_pct, error_pct_far (digits turned far_degrees or more), undone_pct (share "
+             "of the turn undone), left_far_deg (mean turn left on the far-turned digits)",
+        command="python benchmarks/turns.py CHECKPOINT ... --out FILE")
     print(json.dumps(records, indent=1))
     return 0
 

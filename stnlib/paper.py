@@ -327,16 +327,19 @@ def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0,
                     sampler=sampler, seed=seed, padding=padding, loc_size=loc_size)
 
 
-def distorted_test_set(variant: str, size: int | None = None, sigma_px: float | None = None):
+def distorted_test_set(variant: str, size: int | None = None, sigma_px: float | None = None,
+                       test_seed: int | None = None):
     """The fixed test set of a variant: MNIST test digits distorted with ``TEST_SEEDS``.
 
     Returns an :class:`stnlib.data.ImageSet` of uint8 images (N, 1, S, S) (the first
     ``size`` test digits, or all 10,000); ``sigma_px`` (P, E) as in
-    :func:`stnlib.distort.distort` (None: the paper's spread).
+    :func:`stnlib.distort.distort` (None: the paper's spread). ``test_seed`` draws the
+    distortions of the same digits afresh (None: ``TEST_SEEDS[variant]``, the fixed set
+    Table 1 is measured on; see :func:`test_draw_seeds`).
     """
     from stnlib.data import ImageSet
 
-    test, distorted, _ = _distorted_test(variant, size, sigma_px)
+    test, distorted, _ = _distorted_test(variant, size, sigma_px, test_seed)
     return ImageSet(_stored(distorted), test.labels)
 
 
@@ -519,18 +522,35 @@ def distorted_test_ink_kept(variant: str, size: int | None = None) -> torch.Tens
     return ink_kept(test.images, variant, params)
 
 
-def _distorted_test(variant: str, size: int | None, sigma_px: float | None = None):
+def _distorted_test(variant: str, size: int | None, sigma_px: float | None = None,
+                    test_seed: int | None = None):
     """(undistorted test ImageSet, distorted images (N, 1, S, S) float32, drawn parameters)
-    of a variant's fixed test set: the one place its digits and seed are chosen."""
+    of a variant's fixed test set (or of another draw, ``test_seed``): the one place its
+    digits and seed are chosen."""
     from stnlib.data import mnist
-    from stnlib.distort import distort_dataset
+    from stnlib.distort import _check_variant, distort_dataset
 
+    _check_variant(variant)  # before MNIST loads
     test = mnist(train=False)
     if size is not None:
         test = test.subset(int(size))
-    distorted, params = distort_dataset(test.images, variant, seed=TEST_SEEDS[variant],
+    seed = TEST_SEEDS[variant] if test_seed is None else int(test_seed)
+    distorted, params = distort_dataset(test.images, variant, seed=seed,
                                         return_params=True, sigma_px=sigma_px)
     return test, distorted, params
+
+
+def test_draw_seeds(variant: str, draws: int) -> list[int]:
+    """Seeds of ``draws`` test sets of ``variant`` (for :func:`distorted_test_set`): the
+    same 10,000 digits, each time distorted afresh. The first is ``TEST_SEEDS[variant]``,
+    the fixed set Table 1 is measured on; the others add multiples of 1000 (R: 1001, 2001,
+    3001, ...), away from every variant's fixed seed."""
+    from stnlib.distort import _check_variant
+
+    _check_variant(variant)
+    if draws < 1:
+        raise ValueError(f"draws must be positive, got {draws}")
+    return [TEST_SEEDS[variant] + 1000 * k for k in range(draws)]
 
 
 @dataclass(frozen=True)
@@ -650,6 +670,41 @@ def run_text(record: dict[str, Any]) -> str:
                      len(words) - 1)  # the first word with a digit ends the model's name
         device = " ".join(words[:model + 1])
     return f"{record['error_pct']:.2f}% (seed {record['seed']}, {record['epochs']} ep, {device})"
+
+
+def checkpoint_cell(path: str | Path) -> str:
+    """The cell of a checkpoint named as ``stnlib paper --keep-checkpoints`` names it:
+    ``stcnn-aff_R.pt`` -> ``"stcnn-aff/R"`` (a ValueError for other names)."""
+    path = Path(path)
+    model, _, variant = path.stem.rpartition("_")
+    cell = f"{model}/{variant}"
+    if cell not in PAPER_ERROR or path.suffix != ".pt":
+        raise ValueError(f"{path.name}: expected a checkpoint named <model>_<variant>.pt "
+                         "like stcnn-aff_R.pt (as stnlib paper --keep-checkpoints writes it)")
+    return cell
+
+
+def read_checkpoint_records(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The records of a per-checkpoint results file (``turns.json``, ``draws.json``:
+    ``{"checkpoints": {"stcnn-aff_R.pt": record}}``) by checkpoint file name, to add to;
+    ``{}`` when there is no such file yet. A file that is not one raises a ValueError that
+    names it (and leaves it alone)."""
+    if not Path(path).exists():
+        return {}
+    return load_json(path, lambda data: dict(data["checkpoints"]),
+                     otherwise="give another --out")
+
+
+def write_checkpoint_records(path: str | Path, records: dict[str, dict[str, Any]], *,
+                             what: str, command: str) -> None:
+    """Write a per-checkpoint results file (see :func:`read_checkpoint_records`)
+    atomically: ``what`` its records mean, ``command`` the script that writes them."""
+    from stnlib.checkpoint import atomic_write_text
+
+    data = {"what": what, "command": command,
+            "updated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "checkpoints": records}
+    atomic_write_text(json.dumps(data, indent=1) + "\n", path)
 
 
 def load_turns(results_dir: str | Path) -> dict[str, dict[str, Any]]:

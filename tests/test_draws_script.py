@@ -1,0 +1,112 @@
+"""benchmarks/draws.py: each checkpoint's error on several draws of its test set (run here
+on the first few hundred test digits; the committed files come from all 10,000)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from stnlib import paper
+from stnlib.checkpoint import load_checkpoint
+from stnlib.train import evaluate
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def script(benchmark_script):
+    return benchmark_script("draws")
+
+
+def test_draw_seeds_start_with_the_fixed_test_set():
+    assert paper.test_draw_seeds("R", 3) == [1001, 2001, 3001]
+    assert paper.test_draw_seeds("TC", 1) == [paper.TEST_SEEDS["TC"]]
+    with pytest.raises(ValueError, match="variant must be one of R, RTS, P, E, TC, got 'X'"):
+        paper.test_draw_seeds("X", 2)
+    with pytest.raises(ValueError, match="draws must be positive, got 0"):
+        paper.test_draw_seeds("R", 0)
+
+
+def test_a_test_seed_distorts_the_same_digits_afresh(mnist):
+    fixed = paper.distorted_test_set("R", size=50)
+    again = paper.distorted_test_set("R", size=50, test_seed=paper.TEST_SEEDS["R"])
+    other = paper.distorted_test_set("R", size=50, test_seed=2001)
+    assert torch.equal(fixed.images, again.images)
+    assert torch.equal(fixed.labels, other.labels)  # the same digits ...
+    changed = (fixed.images != other.images).flatten(1).any(1)
+    assert changed.all()  # ... each turned by a new angle
+    with pytest.raises(ValueError, match="variant must be one of"):
+        paper.distorted_test_set("RT", size=5)
+
+
+def test_checkpoint_cell_reads_the_names_paper_writes():
+    assert paper.checkpoint_cell("results/checkpoints/cnn_P.pt") == "cnn/P"
+    assert paper.checkpoint_cell(Path("x") / "stcnn-tps_RTS.pt") == "stcnn-tps/RTS"
+    for name in ("stcnn-aff_R.ckpt", "stcnn-aff_X.pt", "stcnn-proj_TC.pt", "model.pt"):
+        with pytest.raises(ValueError, match="expected a checkpoint named <model>_<variant>"):
+            paper.checkpoint_cell(name)
+
+
+def test_records_the_errors_on_each_draw_and_updates_the_file(script, mnist, tmp_path,
+                                                               capsys):
+    for name in ("stcnn-aff_R.pt", "stcnn-tps_R.pt", "stcnn-aff_RTS.pt"):
+        shutil.copy(COMMITTED / name, tmp_path / name)
+    out = tmp_path / "draws.json"
+    assert script.main([str(tmp_path / "stcnn-aff_R.pt"), str(tmp_path / "stcnn-tps_R.pt"),
+                        "--draws", "3", "--test-size", "300", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"stcnn-aff_R.pt", "stcnn-tps_R.pt"}
+    model = load_checkpoint(tmp_path / "stcnn-aff_R.pt")
+    expected = [100 * (1 - evaluate(model, paper.distorted_test_set("R", 300, test_seed=s)))
+                for s in (1001, 2001, 3001)]
+    record = printed["stcnn-aff_R.pt"]
+    assert record["cell"] == "stcnn-aff/R" and record["test_images"] == 300
+    assert record["test_seeds"] == [1001, 2001, 3001]
+    assert record["error_pct"] == [round(e, 3) for e in expected]
+    assert record["mean_pct"] == round(statistics.fmean(expected), 3)
+    assert record["sd_pct"] == round(statistics.stdev(expected), 3)
+    assert (record["min_pct"], record["max_pct"]) == (round(min(expected), 3),
+                                                      round(max(expected), 3))
+    assert record["paper_error_pct"] == 0.7
+    assert record["draws_at_or_below_paper"] == sum(round(e, 3) <= 0.7 for e in expected)
+    assert printed["stcnn-tps_R.pt"]["cell"] == "stcnn-tps/R"
+    # a second call adds to the same file; one draw has no spread
+    assert script.main([str(tmp_path / "stcnn-aff_RTS.pt"), "--draws", "1",
+                        "--test-size", "200", "--out", str(out)]) == 0
+    capsys.readouterr()
+    saved = json.loads(out.read_text())
+    assert saved["command"].startswith("python benchmarks/draws.py")
+    records = saved["checkpoints"]
+    assert set(records) == {"stcnn-aff_R.pt", "stcnn-tps_R.pt", "stcnn-aff_RTS.pt"}
+    assert records["stcnn-aff_R.pt"] == record
+    rts = records["stcnn-aff_RTS.pt"]
+    assert rts["test_seeds"] == [1002] and rts["sd_pct"] is None and rts["test_images"] == 200
+
+
+def test_bad_arguments_are_one_line_errors_that_leave_out_alone(script, tmp_path, capsys):
+    out = tmp_path / "draws.json"
+    for name, message in (("stcnn-aff_X.pt", "expected a checkpoint named"),
+                          ("stcnn-aff_R.pt", "no checkpoint at")):
+        assert script.main([str(tmp_path / name), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    (tmp_path / "a").mkdir()
+    shutil.copy(COMMITTED / "stcnn-aff_R.pt", tmp_path / "a" / "stcnn-aff_R.pt")
+    shutil.copy(COMMITTED / "stcnn-aff_R.pt", tmp_path / "stcnn-aff_R.pt")
+    assert script.main([str(tmp_path / "stcnn-aff_R.pt"), str(tmp_path / "a" / "stcnn-aff_R.pt"),
+                        "--out", str(out)]) == 2
+    assert "two checkpoints share a file name" in capsys.readouterr().err
+    for flag in ("--draws", "--test-size", "--threads"):
+        assert script.main([str(tmp_path / "stcnn-aff_R.pt"), "--out", str(out), flag, "0"]) == 2
+        assert capsys.readouterr().err == f"error: {flag} must be positive, got 0\n"
+    assert not out.exists()
+    out.write_text("{ broken")
+    assert script.main([str(tmp_path / "stcnn-aff_R.pt"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out} is not a readable draws.json") and err.count("\n") == 1
+    assert "give another --out" in err and out.read_text() == "{ broken"
