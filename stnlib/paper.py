@@ -722,6 +722,21 @@ def load_turns(results_dir: str | Path) -> dict[str, dict[str, Any]]:
                      otherwise="write it again with benchmarks/turns.py")
 
 
+def load_draws(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The errors on fresh draws of the test set in ``results_dir/draws.json`` (written
+    by ``benchmarks/draws.py``), keyed by cell: ``{"stcnn-aff/R": {"error_pct": [...],
+    "mean_pct": ..., "sd_pct": ..., "min_pct": ..., "max_pct": ..., "test_seeds": [...],
+    ...}}``; ``error_pct[0]`` is the error on the fixed test set of ``table1.json``."""
+    path = Path(results_dir) / "draws.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no draws.json in {results_dir}: write it with `python benchmarks/draws.py "
+            f"{Path(results_dir) / 'checkpoints' / 'stcnn-aff_R.pt'} ... --out {path}`")
+    return load_json(path, lambda data: {record["cell"]: record
+                                          for record in data["checkpoints"].values()},
+                     otherwise="write it again with benchmarks/draws.py")
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     """Table 1, ours beside the paper's, then what each measured cell was trained with."""
     cells = results["cells"]

@@ -497,6 +497,45 @@ def error_by_group_figure(values, wrong, edges, xlabel: str,
     return fig
 
 
+def error_draws_figure(draws, paper_error: float | None = None, title: str | None = None):
+    """% test error of trained models on several draws of their test set, a row each.
+
+    ``draws``: ``{label: [error %, ...]}`` (``error_pct`` of
+    :func:`stnlib.paper.load_draws`), the first error that of the fixed test set (ringed);
+    ``paper_error``: the paper's figure, a dashed line. Each row's bar spans its mean +-1
+    standard deviation.
+    """
+    import statistics
+
+    if not draws:
+        raise ValueError("draws is empty: pass {label: paper.load_draws(folder)[cell]"
+                         "['error_pct']}")
+    for label, errors in draws.items():
+        if len(errors) < 1:
+            raise ValueError(f"draws[{label!r}] has no errors")
+    fig = _figure(5.6, 0.9 + 0.32 * len(draws))
+    ax = fig.subplots()
+    for row, errors in enumerate(draws.values()):
+        y = len(draws) - 1 - row
+        ax.plot(errors, [y] * len(errors), "o", color="C0", alpha=0.45, ms=4,
+                label="a draw of the test set" if row == 0 else None)
+        ax.plot(errors[:1], [y], "o", mfc="none", mec="black", ms=8,
+                label="the fixed test set (the table's)" if row == 0 else None)
+        if len(errors) > 1:
+            mean, sd = statistics.fmean(errors), statistics.stdev(errors)
+            ax.errorbar([mean], [y], xerr=[sd], fmt="|", color="C1", ms=12, capsize=3,
+                        label="mean ± 1 sd" if row == 0 else None)
+    if paper_error is not None:
+        ax.axvline(paper_error, color="C3", ls="--", lw=1, label=f"paper: {paper_error}%")
+    ax.set_yticks(range(len(draws)), list(draws)[::-1], fontsize=8)
+    ax.set_ylim(-0.7, len(draws) - 0.3)
+    ax.set_xlabel("% test error")
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
 def remaining_turn_figure(turns, bin_degrees: float = 10.0, title: str | None = None):
     """How much of each drawn turn the transformers leave, one line per model.
 

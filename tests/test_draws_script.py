@@ -110,3 +110,37 @@ def test_bad_arguments_are_one_line_errors_that_leave_out_alone(script, tmp_path
     err = capsys.readouterr().err
     assert err.startswith(f"error: {out} is not a readable draws.json") and err.count("\n") == 1
     assert "give another --out" in err and out.read_text() == "{ broken"
+
+
+def test_load_draws_reads_records_by_cell_and_names_a_broken_file(script, mnist, tmp_path,
+                                                                  capsys):
+    with pytest.raises(FileNotFoundError, match="no draws.json in .*benchmarks/draws.py"):
+        paper.load_draws(tmp_path)
+    shutil.copy(COMMITTED / "stcnn-aff_R.pt", tmp_path / "stcnn-aff_R.pt")
+    assert script.main([str(tmp_path / "stcnn-aff_R.pt"), "--draws", "2", "--test-size", "100",
+                        "--out", str(tmp_path / "draws.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert paper.load_draws(tmp_path) == {"stcnn-aff/R": printed["stcnn-aff_R.pt"]}
+    for text in ("{not json", '{"checkpoints": [1]}', '{"checkpoints": {"a.pt": {}}}'):
+        (tmp_path / "draws.json").write_text(text)
+        with pytest.raises(ValueError, match="is not a readable draws.json.*git checkout"):
+            paper.load_draws(tmp_path)
+
+
+def test_error_draws_figure_rows_dots_and_the_paper_line():
+    from stnlib import viz
+
+    figure = viz.error_draws_figure({"seed 0": [0.9, 0.8, 1.0], "seed 1": [0.7]}, 0.7,
+                                    title="R")
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["seed 1", "seed 0"]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    dots = lines["a draw of the test set"]
+    assert list(dots.get_xdata()) == [0.9, 0.8, 1.0] and list(dots.get_ydata()) == [1, 1, 1]
+    assert list(lines["the fixed test set (the table's)"].get_xdata()) == [0.9]
+    assert list(lines["paper: 0.7%"].get_xdata()) == [0.7, 0.7]
+    assert ax.get_title() == "R"
+    with pytest.raises(ValueError, match="draws is empty"):
+        viz.error_draws_figure({})
+    with pytest.raises(ValueError, match="draws\\['x'\\] has no errors"):
+        viz.error_draws_figure({"x": []})
