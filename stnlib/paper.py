@@ -737,6 +737,24 @@ def load_draws(results_dir: str | Path) -> dict[str, dict[str, Any]]:
                      otherwise="write it again with benchmarks/draws.py")
 
 
+def all_draws(results_dir: str | Path, cells: str | None = None) -> list[dict[str, Any]]:
+    """Every record of every ``draws.json`` under ``results_dir`` (:func:`load_draws`),
+    ``results_dir``'s own first, then its subfolders' in sorted order, cells in
+    :data:`CELLS` order within a folder; each with ``"folder"``, its path relative to
+    ``results_dir`` (``"."`` for the top). ``cells``: patterns as in
+    :func:`select_cells` (``"stcnn-*/R"``)."""
+    results_dir = Path(results_dir)
+    chosen = select_cells(cells, option="cells")
+    paths = sorted(results_dir.rglob("draws.json"),
+                   key=lambda path: (path.parent != results_dir, path.parent.parts))
+    found = []
+    for path in paths:
+        records = load_draws(path.parent)
+        folder = path.parent.relative_to(results_dir).as_posix()
+        found += [{"folder": folder, **records[cell]} for cell in chosen if cell in records]
+    return found
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     """Table 1, ours beside the paper's, then what each measured cell was trained with."""
     cells = results["cells"]

@@ -144,3 +144,28 @@ def test_error_draws_figure_rows_dots_and_the_paper_line():
         viz.error_draws_figure({})
     with pytest.raises(ValueError, match="draws\\['x'\\] has no errors"):
         viz.error_draws_figure({"x": []})
+
+
+def test_all_draws_gathers_every_folder_top_first(tmp_path):
+    def write(folder: Path, *cells: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        records = {cell.replace("/", "_") + ".pt": {"cell": cell, "error_pct": [1.0, 0.9]}
+                   for cell in cells}
+        paper.write_checkpoint_records(folder / "draws.json", records, what="w", command="c")
+
+    write(tmp_path / "b", "stcnn-aff/R")
+    write(tmp_path / "a" / "deeper", "stcnn-tps/R")
+    write(tmp_path, "stcnn-tps/RTS", "stcnn-aff/R")
+    (tmp_path / "c").mkdir()  # a folder without draws.json is skipped
+    found = paper.all_draws(tmp_path)
+    assert [(d["folder"], d["cell"]) for d in found] == [
+        (".", "stcnn-aff/R"), (".", "stcnn-tps/RTS"), ("a/deeper", "stcnn-tps/R"),
+        ("b", "stcnn-aff/R")]
+    assert found[0]["error_pct"] == [1.0, 0.9]
+    assert [d["folder"] for d in paper.all_draws(tmp_path, cells="stcnn-*/R")] == [
+        ".", "a/deeper", "b"]
+    with pytest.raises(ValueError, match="cells 'x/R' matches no cell"):
+        paper.all_draws(tmp_path, cells="x/R")
+    (tmp_path / "b" / "draws.json").write_text("[]")
+    with pytest.raises(ValueError, match="b.draws.json is not a readable draws.json"):
+        paper.all_draws(tmp_path)
