@@ -7,9 +7,12 @@ Where the files are looked for (first match wins):
 3. the course's ``data/`` folder (in a clone of the repository), or ``./data`` when
    stnlib is installed without the repository (for example on Colab).
 
-MNIST itself lives in ``<root>/MNIST/raw/``. torchvision checks the md5 of the four
-official ``.gz`` archives there and unpacks them without touching the network, which
-is how an offline user provides the data: copy the four files into that folder.
+MNIST itself lives in ``<root>/MNIST/raw/``. The md5 of the four official ``.gz``
+archives there is checked and they are unpacked without touching the network, which is
+how an offline user provides the data: copy the four files into that folder. Archives
+that are missing are downloaded from torchvision's mirrors; every archive and unpacked
+file appears under its name only once complete, so an interrupted download or unpack,
+or several processes loading at once, never leave a partial file behind.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ def _load_cached(root: Path, train: bool, download: bool) -> tuple[torch.Tensor,
     log = io.StringIO()  # torchvision prints progress; the library prints nothing
     try:
         with contextlib.redirect_stdout(log):
+            if download:
+                _download_archives(raw)
+                _unpack_archives(raw)
             dataset = MNIST(str(root), train=train, download=download)
     except RuntimeError as error:
         raise _explain_failure(raw, error) from error
@@ -116,9 +122,9 @@ def _unpack_archives(raw: Path) -> None:
     passes its md5 check is unpacked into a temporary file beside the target and renamed
     onto it in one step (:func:`stnlib.checkpoint.atomic_write`): the target is either
     absent or complete, never partial, and a truncated leftover is replaced. A missing
-    target without an intact archive is left to torchvision (download, or the errors of
-    :func:`load_mnist`); a truncated one without it is a :class:`MNISTCorruptError` here,
-    before torchvision fails on it deep inside.
+    target without an intact archive is left to :func:`_download_archives` (or the errors
+    of :func:`load_mnist`); a truncated one without it is a :class:`MNISTCorruptError`
+    here, before torchvision fails on it deep inside.
     """
     for archive, size in MNIST_FILES.items():
         target = raw / archive.removesuffix(".gz")
@@ -136,6 +142,47 @@ def _unpack_archives(raw: Path) -> None:
                 f"it and put the official {archive} into {raw} (or run once with internet "
                 "to download it)."
             )
+
+
+def _download_archives(raw: Path) -> None:
+    """Download each official archive that ``raw`` lacks (neither intact nor unpacked).
+
+    torchvision downloads into the final file name too, so an interrupted download, or two
+    processes downloading at once, can leave a partial archive under the official name.
+    Here each archive is downloaded into a file of its own beside it
+    (``<archive>.part-<pid>``), checked against its md5, and only then renamed onto the
+    official name; :func:`_unpack_archives` unpacks it afterwards. The mirrors are
+    torchvision's (``MNIST.mirrors``), tried in order; when every one fails, a
+    RuntimeError lists what each said (:func:`load_mnist` explains it) and no partial file
+    is left behind.
+    """
+    from urllib.error import URLError
+
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import download_url
+
+    md5s = dict(MNIST.resources)
+    for archive, size in MNIST_FILES.items():
+        target = raw / archive.removesuffix(".gz")
+        if (target.is_file() and target.stat().st_size == size) or _intact(raw / archive):
+            continue
+        raw.mkdir(parents=True, exist_ok=True)
+        part = raw / f"{archive}.part-{os.getpid()}"
+        errors = []
+        try:
+            for mirror in MNIST.mirrors:
+                try:
+                    download_url(f"{mirror}{archive}", str(raw), part.name, md5s[archive])
+                except (RuntimeError, URLError, OSError) as error:
+                    errors.append(f"{mirror}{archive}: {error}")
+                    part.unlink(missing_ok=True)
+                    continue
+                os.replace(part, raw / archive)
+                break
+            else:
+                raise RuntimeError(f"Error downloading {archive}: " + "; ".join(errors))
+        finally:
+            part.unlink(missing_ok=True)
 
 
 def _intact(archive: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,54 @@ def test_offline_copy_of_official_archives_is_unpacked_without_network(
     _put_archives(tmp_path, copy=True)
     images, labels = data._load_cached(tmp_path.resolve(), False, True)
     assert torch.equal(images, mnist_arrays[2]) and torch.equal(labels, mnist_arrays[3])
+
+
+def _fake_download(source: Path, calls: list[str], fail_first: bool = True):
+    """A stand-in for torchvision's download_url: the first mirror is unreachable, the
+    next one hands over the official archive from ``source``."""
+    from urllib.error import URLError
+
+    def download_url(url, root, filename, md5):
+        calls.append(f"{url} -> {filename}")
+        if fail_first and url.startswith(MNIST.mirrors[0]):
+            raise URLError("unreachable")
+        name = url.rsplit("/", 1)[1]
+        (Path(root) / filename).write_bytes((source / name).read_bytes())
+
+    return download_url
+
+
+def test_download_goes_through_a_file_of_its_own(monkeypatch, tmp_path):
+    source = data_root() / "MNIST" / "raw"
+    if not all((source / name).is_file() for name in MNIST_FILES):
+        pytest.skip(f"the official archives are not in {source}")
+    import torchvision.datasets.utils as tv_utils
+
+    calls: list[str] = []
+    monkeypatch.setattr(MNIST, "mirrors", ["https://first.invalid/", "https://second.invalid/"])
+    monkeypatch.setattr(tv_utils, "download_url", _fake_download(source, calls))
+    raw = tmp_path / "MNIST" / "raw"
+    images, labels = data._load_cached(tmp_path.resolve(), False, True)
+    assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
+    assert len(calls) == 2 * len(MNIST_FILES)  # every archive: the first mirror, then the next
+    assert all(call.endswith(f".gz.part-{os.getpid()}") for call in calls)
+    assert sorted(path.name for path in raw.iterdir()) == sorted(
+        [*MNIST_FILES, *(name.removesuffix(".gz") for name in MNIST_FILES)])
+    calls.clear()  # everything is there now: the other split downloads nothing
+    data._load_cached(tmp_path.resolve(), True, True)
+    assert calls == []
+
+
+def test_a_failed_download_leaves_no_partial_file(monkeypatch, tmp_path):
+    import torchvision.datasets.utils as tv_utils
+
+    def corrupt(url, root, filename, md5):  # writes half a file, then fails its md5 check
+        (Path(root) / filename).write_bytes(b"half an archive")
+        raise RuntimeError("File not found or corrupted.")
+
+    monkeypatch.setattr(MNIST, "mirrors", ["https://only.invalid/"])
+    monkeypatch.setattr(tv_utils, "download_url", corrupt)
+    with pytest.raises(MNISTNotFoundError, match="could not be downloaded") as info:
+        load_mnist(root=tmp_path)
+    assert "File not found or corrupted" in str(info.value)
+    assert list((tmp_path / "MNIST" / "raw").iterdir()) == []
