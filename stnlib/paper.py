@@ -707,19 +707,25 @@ def write_checkpoint_records(path: str | Path, records: dict[str, dict[str, Any]
     atomic_write_text(json.dumps(data, indent=1) + "\n", path)
 
 
+def _records_by_cell(results_dir: str | Path, script: str) -> dict[str, dict[str, Any]]:
+    """The records of ``results_dir/<script>.json`` (written by ``benchmarks/<script>.py``,
+    see :func:`read_checkpoint_records`) keyed by cell; clear errors naming the fix."""
+    path = Path(results_dir) / f"{script}.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no {path.name} in {results_dir}: write it with `python benchmarks/{script}.py "
+            f"{Path(results_dir) / 'checkpoints' / 'stcnn-aff_R.pt'} ... --out {path}`")
+    return load_json(path, lambda data: {record["cell"]: record
+                                          for record in data["checkpoints"].values()},
+                     otherwise=f"write it again with benchmarks/{script}.py")
+
+
 def load_turns(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     """The turn summaries in ``results_dir/turns.json`` (written by
     ``benchmarks/turns.py``), keyed by cell: ``{"stcnn-aff/R": {"error_pct": ...,
     "error_pct_far": ..., "undone_pct": ..., "left_far_deg": ..., "far_degrees": ...}}``
     (:func:`turn_summary` of the cell's kept checkpoint on its fixed test set)."""
-    path = Path(results_dir) / "turns.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no turns.json in {results_dir}: write it with `python benchmarks/turns.py "
-            f"{Path(results_dir) / 'checkpoints' / 'stcnn-aff_R.pt'} ... --out {path}`")
-    return load_json(path, lambda data: {record["cell"]: record
-                                          for record in data["checkpoints"].values()},
-                     otherwise="write it again with benchmarks/turns.py")
+    return _records_by_cell(results_dir, "turns")
 
 
 def load_draws(results_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -727,14 +733,7 @@ def load_draws(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     by ``benchmarks/draws.py``), keyed by cell: ``{"stcnn-aff/R": {"error_pct": [...],
     "mean_pct": ..., "sd_pct": ..., "min_pct": ..., "max_pct": ..., "test_seeds": [...],
     ...}}``; ``error_pct[0]`` is the error on the fixed test set of ``table1.json``."""
-    path = Path(results_dir) / "draws.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no draws.json in {results_dir}: write it with `python benchmarks/draws.py "
-            f"{Path(results_dir) / 'checkpoints' / 'stcnn-aff_R.pt'} ... --out {path}`")
-    return load_json(path, lambda data: {record["cell"]: record
-                                          for record in data["checkpoints"].values()},
-                     otherwise="write it again with benchmarks/draws.py")
+    return _records_by_cell(results_dir, "draws")
 
 
 def all_draws(results_dir: str | Path, cells: str | None = None) -> list[dict[str, Any]]:
