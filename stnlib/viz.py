@@ -497,13 +497,13 @@ def error_by_group_figure(values, wrong, edges, xlabel: str,
     return fig
 
 
-def error_draws_figure(draws, paper_error: float | None = None, title: str | None = None):
+def error_draws_figure(draws, paper_errors=None, title: str | None = None):
     """% test error of trained models on several draws of their test set, a row each.
 
     ``draws``: ``{label: [error %, ...]}`` (``error_pct`` of
     :func:`stnlib.paper.load_draws`), the first error that of the fixed test set (ringed);
-    ``paper_error``: the paper's figure, a dashed line. Each row's bar spans its mean +-1
-    standard deviation.
+    ``paper_errors``: ``{label: error %}`` drawn as dashed lines (the paper's figures).
+    Each row's bar spans its mean +-1 standard deviation.
     """
     import statistics
 
@@ -513,7 +513,7 @@ def error_draws_figure(draws, paper_error: float | None = None, title: str | Non
     for label, errors in draws.items():
         if len(errors) < 1:
             raise ValueError(f"draws[{label!r}] has no errors")
-    fig = _figure(5.6, 0.9 + 0.32 * len(draws))
+    fig = _figure(7.2, 1.0 + 0.3 * len(draws))
     ax = fig.subplots()
     for row, errors in enumerate(draws.values()):
         y = len(draws) - 1 - row
@@ -525,12 +525,12 @@ def error_draws_figure(draws, paper_error: float | None = None, title: str | Non
             mean, sd = statistics.fmean(errors), statistics.stdev(errors)
             ax.errorbar([mean], [y], xerr=[sd], fmt="|", color="C1", ms=12, capsize=3,
                         label="mean ± 1 sd" if row == 0 else None)
-    if paper_error is not None:
-        ax.axvline(paper_error, color="C3", ls="--", lw=1, label=f"paper: {paper_error}%")
+    for i, (label, error) in enumerate((paper_errors or {}).items()):
+        ax.axvline(error, color=f"C{3 + i % 4}", ls="--", lw=1, label=f"{label}: {error}%")
     ax.set_yticks(range(len(draws)), list(draws)[::-1], fontsize=8)
     ax.set_ylim(-0.7, len(draws) - 0.3)
     ax.set_xlabel("% test error")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title, fontsize=10)
     return fig

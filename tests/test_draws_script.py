@@ -130,8 +130,8 @@ def test_load_draws_reads_records_by_cell_and_names_a_broken_file(script, mnist,
 def test_error_draws_figure_rows_dots_and_the_paper_line():
     from stnlib import viz
 
-    figure = viz.error_draws_figure({"seed 0": [0.9, 0.8, 1.0], "seed 1": [0.7]}, 0.7,
-                                    title="R")
+    figure = viz.error_draws_figure({"seed 0": [0.9, 0.8, 1.0], "seed 1": [0.7]},
+                                    {"paper": 0.7, "paper, proj": 0.8}, title="R")
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["seed 1", "seed 0"]
     lines = {line.get_label(): line for line in ax.get_lines()}
@@ -139,6 +139,7 @@ def test_error_draws_figure_rows_dots_and_the_paper_line():
     assert list(dots.get_xdata()) == [0.9, 0.8, 1.0] and list(dots.get_ydata()) == [1, 1, 1]
     assert list(lines["the fixed test set (the table's)"].get_xdata()) == [0.9]
     assert list(lines["paper: 0.7%"].get_xdata()) == [0.7, 0.7]
+    assert list(lines["paper, proj: 0.8%"].get_xdata()) == [0.8, 0.8]
     assert ax.get_title() == "R"
     with pytest.raises(ValueError, match="draws is empty"):
         viz.error_draws_figure({})
