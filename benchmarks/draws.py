@@ -5,7 +5,7 @@ Table 1 measures every cell on one fixed test set per variant: the 10,000 MNIST 
 each distorted once with the variant's seed (:data:`stnlib.paper.TEST_SEEDS`). The paper
 distorted the same digits with draws of its own. How much of a gap between two errors can
 the draw alone explain? This script distorts the same digits afresh ``--draws`` times
-(:func:`stnlib.paper.test_draw_seeds`; the first draw is the fixed test set, so its error is
+(:func:`stnlib.paper.draw_test_seeds`; the first draw is the fixed test set, so its error is
 the one ``table1.json`` records) and tests each checkpoint on every draw: the spread of
 those errors is the noise the test set's draw adds to one number of the table. The
 checkpoints stay fixed, so the spread of training seeds comes on top.
@@ -42,12 +42,12 @@ from stnlib.train import evaluate
 def draw_errors(models: dict[str, torch.nn.Module], variant: str, draws: int,
                 test_size: int | None = None) -> tuple[dict[str, list[float]], int]:
     """% test error of each model (all of one ``variant``) on each of ``draws`` test sets
-    of it (:func:`stnlib.paper.test_draw_seeds` order): ``({name: [error, ...]}, number of
+    of it (:func:`stnlib.paper.draw_test_seeds` order): ``({name: [error, ...]}, number of
     test images)``. Each draw is distorted once and shared by the models; a bar on stderr
     when it is a terminal."""
     errors: dict[str, list[float]] = {name: [] for name in models}
     test_images = 0
-    for seed in tqdm(paper.test_draw_seeds(variant, draws), desc=f"{variant} test draws",
+    for seed in tqdm(paper.draw_test_seeds(variant, draws), desc=f"{variant} test draws",
                      unit="draw", disable=None):
         test_set = paper.distorted_test_set(variant, test_size, test_seed=seed)
         test_images = len(test_set)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         cell_of = {path.name: cell for path, cell in cells.items()}
         for variant, models in by_variant.items():
             errors, test_images = draw_errors(models, variant, args.draws, args.test_size)
-            seeds = paper.test_draw_seeds(variant, args.draws)
+            seeds = paper.draw_test_seeds(variant, args.draws)
             for name, model_errors in errors.items():
                 records[name] = summary(cell_of[name], model_errors, seeds, test_images)
     except (ValueError, CheckpointError, FileNotFoundError) as error:

@@ -335,7 +335,7 @@ def distorted_test_set(variant: str, size: int | None = None, sigma_px: float | 
     ``size`` test digits, or all 10,000); ``sigma_px`` (P, E) as in
     :func:`stnlib.distort.distort` (None: the paper's spread). ``test_seed`` draws the
     distortions of the same digits afresh (None: ``TEST_SEEDS[variant]``, the fixed set
-    Table 1 is measured on; see :func:`test_draw_seeds`).
+    Table 1 is measured on; see :func:`draw_test_seeds`).
     """
     from stnlib.data import ImageSet
 
@@ -540,7 +540,7 @@ def _distorted_test(variant: str, size: int | None, sigma_px: float | None = Non
     return test, distorted, params
 
 
-def test_draw_seeds(variant: str, draws: int) -> list[int]:
+def draw_test_seeds(variant: str, draws: int) -> list[int]:
     """Seeds of ``draws`` test sets of ``variant`` (for :func:`distorted_test_set`): the
     same 10,000 digits, each time distorted afresh. The first is ``TEST_SEEDS[variant]``,
     the fixed set Table 1 is measured on; the others add multiples of 1000 (R: 1001, 2001,

@@ -23,13 +23,13 @@ def script(benchmark_script):
     return benchmark_script("draws")
 
 
-def test_draw_seeds_start_with_the_fixed_test_set():
-    assert paper.test_draw_seeds("R", 3) == [1001, 2001, 3001]
-    assert paper.test_draw_seeds("TC", 1) == [paper.TEST_SEEDS["TC"]]
+def test_draw_test_seeds_start_with_the_fixed_test_set():
+    assert paper.draw_test_seeds("R", 3) == [1001, 2001, 3001]
+    assert paper.draw_test_seeds("TC", 1) == [paper.TEST_SEEDS["TC"]]
     with pytest.raises(ValueError, match="variant must be one of R, RTS, P, E, TC, got 'X'"):
-        paper.test_draw_seeds("X", 2)
+        paper.draw_test_seeds("X", 2)
     with pytest.raises(ValueError, match="draws must be positive, got 0"):
-        paper.test_draw_seeds("R", 0)
+        paper.draw_test_seeds("R", 0)
 
 
 def test_a_test_seed_distorts_the_same_digits_afresh(mnist):
