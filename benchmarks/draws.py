@@ -39,16 +39,15 @@ from stnlib.checkpoint import CheckpointError, load_checkpoint
 from stnlib.train import evaluate
 
 
-def draw_errors(models: dict[str, torch.nn.Module], variant: str, draws: int,
+def draw_errors(models: dict[str, torch.nn.Module], variant: str, seeds: list[int],
                 test_size: int | None = None) -> tuple[dict[str, list[float]], int]:
-    """% test error of each model (all of one ``variant``) on each of ``draws`` test sets
-    of it (:func:`stnlib.paper.draw_test_seeds` order): ``({name: [error, ...]}, number of
+    """% test error of each model (all of one ``variant``) on the test set of each of
+    ``seeds`` (:func:`stnlib.paper.draw_test_seeds`): ``({name: [error, ...]}, number of
     test images)``. Each draw is distorted once and shared by the models; a bar on stderr
     when it is a terminal."""
     errors: dict[str, list[float]] = {name: [] for name in models}
     test_images = 0
-    for seed in tqdm(paper.draw_test_seeds(variant, draws), desc=f"{variant} test draws",
-                     unit="draw", disable=None):
+    for seed in tqdm(seeds, desc=f"{variant} test draws", unit="draw", disable=None):
         test_set = paper.distorted_test_set(variant, test_size, test_seed=seed)
         test_images = len(test_set)
         for name, model in models.items():
@@ -95,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         by_variant: dict[str, dict[str, torch.nn.Module]] = {}
         for path, cell in cells.items():
             by_variant.setdefault(cell.split("/")[1], {})[path.name] = load_checkpoint(path)
-        cell_of = {path.name: cell for path, cell in cells.items()}
         for variant, models in by_variant.items():
-            errors, test_images = draw_errors(models, variant, args.draws, args.test_size)
             seeds = paper.draw_test_seeds(variant, args.draws)
+            errors, test_images = draw_errors(models, variant, seeds, args.test_size)
             for name, model_errors in errors.items():
-                records[name] = summary(cell_of[name], model_errors, seeds, test_images)
+                records[name] = summary(paper.checkpoint_cell(name), model_errors, seeds,
+                                        test_images)
     except (ValueError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -173,9 +173,8 @@ def _download_archives(raw: Path) -> None:
             for mirror in MNIST.mirrors:
                 try:
                     download_url(f"{mirror}{archive}", str(raw), part.name, md5s[archive])
-                except (RuntimeError, URLError, OSError) as error:
-                    errors.append(f"{mirror}{archive}: {error}")
-                    part.unlink(missing_ok=True)
+                except (RuntimeError, URLError, OSError) as error:  # the next mirror
+                    errors.append(f"{mirror}{archive}: {error}")  # overwrites a partial part
                     continue
                 os.replace(part, raw / archive)
                 break
