@@ -792,7 +792,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"{' ls ' + str(r['label_smoothing']) if r.get('label_smoothing') else ''} | {r['lr']}"
             f"{' (loc x' + str(r['loc_lr_scale']) + ')' if r.get('loc_lr_scale') else ''}"
             f"{' (turn ramp ' + str(r['turn_ramp']) + ')' if r.get('turn_ramp') else ''} | "
-            f"{r['seed']} | {r['sampler']} | {r.get('device', 'cpu')} | {r['train_s']:.0f} | "
+            f"{r['seed']} | {r['sampler']} | {_where(r)} | {r['train_s']:.0f} | "
             f"{r['test_images']} |")
     retrained = [c for c in CELLS if cells.get(c, {}).get("earlier")]
     if retrained:
@@ -825,7 +825,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     from stnlib.checkpoint import save_checkpoint
     from stnlib.data import mnist
     from stnlib.distort import train_transform
-    from stnlib.train import evaluate, fit
+    from stnlib.train import evaluate, fit, machine
 
     model_key, variant = cell.split("/")
     device = check_device(budget.device)
@@ -876,7 +876,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         **({"turn_ramp": budget.turn_ramp} if budget.turn_ramp else {}),
         **({"sigma_px": transform.sigma_px} if transform.sigma_px is not None else {}),
         "sampler": budget.sampler,
-        "threads": budget.threads, "device": _device_name(device),
+        "threads": budget.threads, "device": _device_name(device), **machine(),
         "train_s": round(history.train_s, 1),
         "eval_s": round(eval_s, 1), "test_images": len(test_set),
         "test_seed": TEST_SEEDS[variant], "final_train_loss": round(history.train_loss[-1], 4),
@@ -884,6 +884,17 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         "torch": torch.__version__, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                   time.gmtime()),
     }
+
+
+def _where(record: dict[str, Any]) -> str:
+    """The markdown's device column: ``cpu``, ``cpu (AMD EPYC, AVX512)`` where the record names
+    its CPU (:func:`stnlib.train.machine`; ``held to AVX2`` where its kernels were held to
+    older instructions), or ``cuda (NVIDIA H200)``."""
+    device = record.get("device", "cpu")  # recorded before devices were: the CPU
+    if device == "cpu" and "cpu" in record:
+        held = "held to " if record.get("cpu_limits") else ""
+        return f"cpu ({record['cpu']}, {held}{record['cpu_capability']})"
+    return device
 
 
 def _device_name(device: str) -> str:

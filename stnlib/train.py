@@ -3,9 +3,10 @@
 One loop for every model of the course (2D or 3D): batches come from an in-memory
 :class:`~stnlib.data.ImageSet` by index slicing, all randomness (shuffling, a
 ``train_transform``'s draws, dropout) comes from ``seed``, and the same seed gives the
-same weights. A checkpoint written at the end of each epoch (and every
-``checkpoint_every`` steps) lets an interrupted run resume to exactly the result of an
-uninterrupted one. A non-finite loss stops training with a message naming the step.
+same weights on one machine (another CPU may round differently: :func:`machine`). A
+checkpoint written at the end of each epoch (and every ``checkpoint_every`` steps) lets an
+interrupted run resume to exactly the result of an uninterrupted one. A non-finite loss
+stops training with a message naming the step.
 
 For the lessons, :func:`train_model` is the one call: it builds the model, loads MNIST
 and trains with the course's defaults, shrunk to seconds in fast mode
@@ -18,6 +19,8 @@ import argparse
 import contextlib
 import json
 import math
+import os
+import platform
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -238,6 +241,37 @@ def _training_context(seed: int, threads: int | None, deterministic: bool) -> It
             torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
 
 
+# environment variables that select the CPU kernels torch's libraries use (read at start-up)
+CPU_KNOBS: tuple[str, ...] = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                              "MKL_ENABLE_INSTRUCTIONS")
+
+
+def machine(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+    """The CPU a run trains on, for its record: ``{"cpu": model name, "cpu_capability": ...}``.
+
+    The same seed and settings give identical weights on one machine (same torch, CPU and
+    ``threads``). Another CPU may round differently from the first steps: torch picks its
+    kernels by the CPU's vector instruction set (``cpu_capability``, e.g. ``"AVX2"`` or
+    ``"AVX512"``; oneDNN and MKL do the same), and a long run then ends as another draw
+    from the seed's spread, not as the same number. Recording the CPU lets two results be
+    compared knowingly. ``cpuinfo`` is read for the model name where it exists (Linux);
+    elsewhere ``platform.processor()`` names it. Environment variables that hold the
+    libraries to older instructions (:data:`CPU_KNOBS`, e.g. to emulate another CPU, as
+    ``benchmarks/rounding.py`` does) are added as ``"cpu_limits"`` when set.
+    """
+    name = ""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                name = " ".join(value.split())
+                break
+    name = name or platform.processor() or platform.machine() or "unknown"
+    found = {"cpu": name, "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+    limits = {k: os.environ[k] for k in CPU_KNOBS if os.environ.get(k)}
+    return {**found, "cpu_limits": limits} if limits else found
+
+
 def _diverged(loss: torch.Tensor, images: torch.Tensor, model: nn.Module, epoch: int,
               epochs: int, step: int, pos: int, steps_per_epoch: int, lr_now: float,
               checkpoint: Path | None) -> TrainingDivergedError:
@@ -310,7 +344,8 @@ def fit(
             rate (see :func:`param_groups`). Each key must name parameters of ``model``.
         seed: seeds the shuffling, ``train_transform``'s generator and torch's global
             generator inside the run (dropout), which is forked: the caller's random
-            state is untouched. Same seed and settings -> identical weights.
+            state is untouched. Same seed and settings -> identical weights on the same
+            machine; another CPU may round differently and end elsewhere (:func:`machine`).
         checkpoint: file to write (atomically) after every epoch, every
             ``checkpoint_every`` steps and when ``max_steps`` stops the run.
         resume: continue from ``checkpoint`` if it exists (a finished run returns at once);

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def test_trains_each_variant_once_into_one_file(script, mnist, tmp_path, capsys,
     record = saved["R"]
     assert 0 <= record["error_pct"] <= 100 and record["test_images"] == 50
     assert record["steps"] == 128 // 64 and record["paper_st_cnn_pct"] == 0.7
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert "test_seed" not in saved["none"]
     # done variants are skipped; --force trains again, to the same result (seeded)
     assert script.main(["--variants", "R", *tiny]) == 0

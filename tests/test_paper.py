@@ -170,6 +170,7 @@ def test_fast_end_to_end_one_cell_resumable(mnist, tmp_path):
     assert record["status"] == "done" and 0 <= record["error_pct"] <= 100
     assert record["steps"] == budget.train_size // budget.batch_size
     assert record["test_images"] == budget.test_size and record["seed"] == 0
+    assert {"cpu", "cpu_capability"} <= record.keys() and record["device"] == "cpu"
     saved = json.loads((tmp_path / "table1.json").read_text())
     assert saved["cells"]["stcnn-proj/E"] == record
     assert saved["cells"]["cnn/R"]["status"] == "not run"
@@ -415,11 +416,17 @@ def test_markdown_names_the_device_each_cell_trained_on():
             "schedule": "onecycle", "lr": 0.002, "seed": 0, "sampler": "stnlib",
             "train_s": 9.0, "test_images": 10000}
     results["cells"]["cnn/R"] = dict(done)  # recorded before devices were: the CPU
-    results["cells"]["cnn/P"] = dict(done, device="cuda (NVIDIA H200)")
+    results["cells"]["cnn/P"] = dict(done, device="cuda (NVIDIA H200)", cpu="AMD EPYC",
+                                     cpu_capability="AVX512")
+    results["cells"]["cnn/E"] = dict(done, device="cpu", cpu="AMD EPYC", cpu_capability="AVX2")
+    results["cells"]["cnn/RTS"] = dict(done, device="cpu", cpu="AMD EPYC", cpu_capability="AVX2",
+                                       cpu_limits={"ATEN_CPU_CAPABILITY": "avx2"}, train_s=8.0)
     text = paper.markdown_table(results)
     assert "| sampler | device | train s |" in text
     assert "| cnn/R | 1.00 | 0.7 |" in text and "| stnlib | cpu | 9 |" in text
     assert "| stnlib | cuda (NVIDIA H200) | 9 |" in text
+    assert "| stnlib | cpu (AMD EPYC, AVX2) | 9 |" in text
+    assert "| stnlib | cpu (AMD EPYC, held to AVX2) | 8 |" in text
 
 
 def test_a_second_process_writing_the_same_results_folder_keeps_its_cells(tmp_path,

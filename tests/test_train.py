@@ -18,6 +18,7 @@ from stnlib.train import (
     evaluate,
     fit,
     lr_at,
+    machine,
     predict,
     train_model,
     training_settings,
@@ -85,6 +86,28 @@ def test_same_seed_same_weights_and_global_rng_untouched():
     assert torch.equal(torch.get_rng_state(), state)
     assert same_weights(runs[0], runs[1])
     assert not same_weights(runs[0], runs[2])
+
+
+def test_machine_names_the_cpu_a_seed_s_result_depends_on(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                       "model name\t: Intel(R)  Xeon(R) CPU @ 2.20GHz\nflags\t: avx2\n")
+    here = torch.backends.cpu.get_cpu_capability()
+    assert machine(cpuinfo) == {"cpu": "Intel(R) Xeon(R) CPU @ 2.20GHz", "cpu_capability": here}
+    cpuinfo.write_text("processor\t: 0\nHardware\t: BCM2835\n")  # a Raspberry Pi
+    assert machine(cpuinfo)["cpu"] == "BCM2835"
+    for unreadable in (tmp_path / "missing", tmp_path):  # no file; a folder
+        found = machine(unreadable)
+        assert found["cpu"] and found["cpu"] != "BCM2835" and found["cpu_capability"] == here
+    json.dumps(machine())
+
+
+def test_machine_names_the_cpu_limits_that_are_set(monkeypatch):
+    for knob in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
+        monkeypatch.delenv(knob, raising=False)
+    assert "cpu_limits" not in machine()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert machine()["cpu_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 @pytest.mark.parametrize("stop", [5, 8, 13])  # mid-epoch, at an epoch end, mid-epoch
