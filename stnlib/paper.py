@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -752,6 +753,40 @@ def all_draws(results_dir: str | Path, cells: str | None = None) -> list[dict[st
         folder = path.parent.relative_to(results_dir).as_posix()
         found += [{"folder": folder, **records[cell]} for cell in chosen if cell in records]
     return found
+
+
+def pooled_draws(results_dir: str | Path, cell: str, folders: list[str]) -> dict[str, Any]:
+    """One recipe's runs of ``cell``, one seed per folder of ``results_dir``, each tested on
+    the same draws of the test set (their ``draws.json``), pooled:
+
+    ``{"cell", "runs", "fixed_mean_pct", "fixed_sd_pct", "draws_mean_pct",
+    "seed_means_sd_pct", "errors", "at_or_below_paper", "paper_error_pct"}``: the mean
+    (and sd across runs) of the errors on the fixed test set; the mean over every run and
+    draw, and the sd of the runs' means over their draws (how much the seed alone moves a
+    run once the test set's draw is averaged out); how many of the ``errors`` (runs x
+    draws) reach the paper. The sds are None for one run. A folder without a record of
+    ``cell`` is a ValueError naming the script that writes it."""
+    runs = []
+    for folder in folders:
+        records = load_draws(Path(results_dir) / folder)
+        if cell not in records:
+            raise ValueError(f"{folder}: no draws.json record of {cell}; write it with "
+                             "benchmarks/draws.py on the folder's kept checkpoint")
+        runs.append(records[cell])
+    if not runs:
+        raise ValueError(f"{cell}: no folders given")
+    fixed = [run["error_pct"][0] for run in runs]
+    errors = [error for run in runs for error in run["error_pct"]]
+    several = len(runs) > 1
+    return {"cell": cell, "runs": len(runs),
+            "fixed_mean_pct": statistics.fmean(fixed),
+            "fixed_sd_pct": statistics.stdev(fixed) if several else None,
+            "draws_mean_pct": statistics.fmean(errors),
+            "seed_means_sd_pct": (statistics.stdev(run["mean_pct"] for run in runs)
+                                  if several else None),
+            "errors": len(errors),
+            "at_or_below_paper": sum(round(e, 3) <= PAPER_ERROR[cell] for e in errors),
+            "paper_error_pct": PAPER_ERROR[cell]}
 
 
 def markdown_table(results: dict[str, Any]) -> str:

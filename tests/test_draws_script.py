@@ -170,3 +170,25 @@ def test_all_draws_gathers_every_folder_top_first(tmp_path):
     (tmp_path / "b" / "draws.json").write_text("[]")
     with pytest.raises(ValueError, match="b.draws.json is not a readable draws.json"):
         paper.all_draws(tmp_path)
+
+
+def test_pooled_draws_pools_one_recipe_s_runs(tmp_path):
+    for folder, errors in (("s0", [0.8, 0.7, 0.9]), ("s1", [1.0, 0.6, 0.8])):
+        (tmp_path / folder).mkdir()
+        record = {"cell": "stcnn-aff/R", "error_pct": errors, "mean_pct": sum(errors) / 3}
+        paper.write_checkpoint_records(tmp_path / folder / "draws.json",
+                                       {"stcnn-aff_R.pt": record}, what="w", command="c")
+    both = paper.pooled_draws(tmp_path, "stcnn-aff/R", ["s0", "s1"])
+    assert both["runs"] == 2 and both["errors"] == 6 and both["paper_error_pct"] == 0.7
+    assert both["fixed_mean_pct"] == pytest.approx(0.9)
+    assert both["fixed_sd_pct"] == pytest.approx(statistics.stdev([0.8, 1.0]))
+    assert both["draws_mean_pct"] == pytest.approx(4.8 / 6)
+    assert both["seed_means_sd_pct"] == pytest.approx(0.0, abs=1e-12)  # 0.8 and 0.8
+    assert both["at_or_below_paper"] == 2  # 0.7 and 0.6
+    one = paper.pooled_draws(tmp_path, "stcnn-aff/R", ["s1"])
+    assert one["fixed_sd_pct"] is None and one["seed_means_sd_pct"] is None
+    with pytest.raises(ValueError, match="s0: no draws.json record of stcnn-tps/R; write it "
+                                         "with benchmarks/draws.py"):
+        paper.pooled_draws(tmp_path, "stcnn-tps/R", ["s0"])
+    with pytest.raises(ValueError, match="no folders given"):
+        paper.pooled_draws(tmp_path, "stcnn-aff/R", [])
