@@ -19,7 +19,7 @@ oneDNN held to SSE4.1). On a CPU without AVX-512, ``native`` may already be ``av
 record names the capability torch reported.
 
     python benchmarks/rounding.py --cell stcnn-aff/R --steps 1 10 100 1000 \\
-        --out results/rounding.json
+        --out results/reruns/rounding.json
 
 Writes the records to ``--out`` (a JSON file, replaced) and prints them.
 """
@@ -116,7 +116,8 @@ def run_profile(profile: str, args: argparse.Namespace, folder: Path, tag: str
     if args.train_size is not None:
         command += ["--train-size", str(args.train_size)]
     start = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
+    if subprocess.run(command, env=env).returncode != 0:
+        raise RuntimeError(f"the {tag} run stopped with the error printed above")
     saved = torch.load(out, weights_only=True)
     return saved["weights"], saved["cpu_capability"], time.perf_counter() - start
 
@@ -149,10 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         return _worker(args)
     records = []
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = [("native", "native"), *((p, p) for p in args.profiles),
-                ("native", "native-again")]  # (profile, tag): the control runs last
-        results = {tag: run_profile(profile, args, Path(tmp), tag) for profile, tag in runs}
+    runs = [("native", "native"), *((p, p) for p in args.profiles),
+            ("native", "native-again")]  # (profile, tag): the control runs last
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = {tag: run_profile(profile, args, Path(tmp), tag)
+                       for profile, tag in runs}
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    cpu = machine()["cpu"]
     reference = results["native"][0]
     for profile, tag in runs[1:]:
         weights, capability, seconds = results[tag]
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 "native_cpu_capability": results["native"][1],
                 **compare(weights[count], reference[count], reference[0]),
                 "threads": args.threads, "seconds": round(seconds, 1),
-                **{k: v for k, v in machine().items() if k == "cpu"},
+                "cpu": cpu,
                 "torch": torch.__version__})
     for record in records:
         for key in ("max_abs_diff", "rel_l2_diff", "diff_per_travel"):

@@ -246,7 +246,7 @@ CPU_KNOBS: tuple[str, ...] = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
                               "MKL_ENABLE_INSTRUCTIONS")
 
 
-def machine(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+def machine(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     """The CPU a run trains on, for its record: ``{"cpu": model name, "cpu_capability": ...}``.
 
     The same seed and settings give identical weights on one machine (same torch, CPU and

@@ -56,3 +56,11 @@ def test_bad_options_stop_before_any_process_starts(script, capsys):
         assert script.main(argv) == 2
         assert message in capsys.readouterr().err
 
+
+
+def test_a_run_that_fails_is_named_not_a_traceback(script, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(script.sys, "executable", shutil.which("false"))  # exits 1 at once
+    assert script.main(["--steps", "1", "--profiles", "avx2"]) == 2
+    assert "error: the native run stopped with the error printed above" in capsys.readouterr().err
