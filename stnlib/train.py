@@ -60,6 +60,9 @@ class History:
 
     ``test_acc`` holds None for epochs trained without a test set; ``epoch_s`` is the
     training time of each epoch and ``eval_s`` the time spent evaluating after it.
+    ``segments`` has one entry per call of :func:`fit` that trained the run, ``{"from_step":
+    step, **machine()}``: more than one means it was resumed, and where (a run resumed on a
+    CPU with other instructions is neither machine's uninterrupted result).
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -71,6 +74,7 @@ class History:
     eval_s: list[float] = field(default_factory=list)
     steps: int = 0
     completed: bool = False
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def train_s(self) -> float:
@@ -423,6 +427,8 @@ def fit(
         pos = state["pos"] if state else 0
         sums = dict(state["sums"]) if state else _zero_sums()
         epoch_start = state["epoch_start"] if state else None
+        if not history.completed:  # a finished run returns at once: no new segment
+            history.segments.append({"from_step": step, **machine()})
 
         def save() -> None:
             if checkpoint is None:

@@ -199,6 +199,30 @@ def test_fast_end_to_end_one_cell_resumable(mnist, tmp_path):
     assert f"| stcnn-proj/E | {record['error_pct']:.2f} (1), " in table
 
 
+def test_an_interrupted_cell_resumes_and_its_record_says_where(mnist, tmp_path, monkeypatch):
+    import stnlib.train
+
+    budget = fast_budget()
+    real_fit = stnlib.train.fit
+
+    def killed_after_one_step(*args, **kwargs):
+        real_fit(*args, **{**kwargs, "max_steps": 1})  # writes the checkpoint at step 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stnlib.train, "fit", killed_after_one_step)
+    with pytest.raises(KeyboardInterrupt):
+        paper.run(["cnn/E"], budget, tmp_path, progress=False)
+    assert (tmp_path / "runs" / "cnn_E.pt").exists()
+    monkeypatch.setattr(stnlib.train, "fit", real_fit)
+    record = paper.run(["cnn/E"], budget, tmp_path, progress=False)["cells"]["cnn/E"]
+    assert [seg["from_step"] for seg in record["resumed"]] == [0, 1]
+    assert record["resumed"][1]["cpu"] == record["cpu"]
+    assert not (tmp_path / "runs" / "cnn_E.pt").exists()
+    uninterrupted = paper.run(["cnn/E"], budget, tmp_path, progress=False, force=True)
+    assert "resumed" not in uninterrupted["cells"]["cnn/E"]
+    assert uninterrupted["cells"]["cnn/E"]["error_pct"] == record["error_pct"]
+
+
 def test_ink_kept_and_parameters_of_the_fixed_test_sets(mnist):
     params = paper.distorted_test_params("P", size=300)
     assert params["corner_offsets"].shape == (300, 4, 2)

@@ -127,10 +127,15 @@ def test_resume_equals_uninterrupted(tmp_path, stop):
     assert same_weights(resumed_model, full)
     assert resumed.train_loss == pytest.approx(expected.train_loss, rel=1e-6)
     assert resumed.test_acc == expected.test_acc and resumed.completed
+    # the history says where the run was resumed, on which CPU
+    assert [seg["from_step"] for seg in expected.segments] == [0]
+    assert [seg["from_step"] for seg in resumed.segments] == [0, stop]
+    assert all(seg["cpu_capability"] == machine()["cpu_capability"] for seg in resumed.segments)
     # a finished run resumes to itself at once
     again = fit(nn.Sequential(tiny_cnn(), nn.Dropout(0.2)), train, test, checkpoint=path,
                 resume=True, **settings)
     assert again.train_loss == resumed.train_loss
+    assert again.segments == resumed.segments  # a finished run adds no segment
 
 
 class _Ramp:
