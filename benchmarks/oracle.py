@@ -40,7 +40,7 @@ from stnlib.bench import check_positive
 from stnlib.checkpoint import atomic_write_text
 from stnlib.data import mnist
 from stnlib.distort import oracle_transform
-from stnlib.train import evaluate, fit, machine
+from stnlib.train import evaluate, fit
 
 VARIANTS = ("none", "R", "RTS", "P", "TC")  # E's spline has no exact inverse
 TABLE = Path(__file__).resolve().parents[1] / "results"  # the committed Table 1
@@ -79,7 +79,8 @@ def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
               "batch_size": min(budget.batch_size, len(train_set)),
               "train_images": len(train_set), "optimizer": budget.optimizer,
               "schedule": budget.schedule, "lr": budget.lr, "seed": budget.seed,
-              "threads": budget.threads, **machine(), "train_s": round(history.train_s, 1),
+              "threads": budget.threads, **history.trained_on(),
+              "train_s": round(history.train_s, 1),
               "final_train_loss": round(history.train_loss[-1], 4),
               **({"sigma_px": budget.sigma_px}
                  if budget.sigma_px is not None and variant != "none" else {}),

@@ -67,14 +67,17 @@ def train_steps(cell: str, steps: list[int], *, seed: int = 0, epochs: int = 30,
     train_set = mnist(train=True)
     if train_size is not None:
         train_set = train_set.subset(train_size)
-    weights = {0: {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    weights = {0: snapshot()}
     with tempfile.TemporaryDirectory() as folder:
         for i, count in enumerate(steps):
             fit(model, train_set, None, epochs=epochs, batch_size=batch_size, lr=lr,
                 optimizer="adam", schedule="onecycle", seed=seed, progress=False,
                 checkpoint=Path(folder) / "run.pt", resume=i > 0, max_steps=count,
                 train_transform=train_transform(cell.split("/")[1]), threads=threads)
-            weights[count] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            weights[count] = snapshot()
     return weights
 
 

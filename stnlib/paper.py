@@ -766,6 +766,8 @@ def pooled_draws(results_dir: str | Path, cell: str, folders: list[str]) -> dict
     run once the test set's draw is averaged out); how many of the ``errors`` (runs x
     draws) reach the paper. The sds are None for one run. A folder without a record of
     ``cell`` is a ValueError naming the script that writes it."""
+    if not folders:
+        raise ValueError(f"{cell}: no folders given")
     runs = []
     for folder in folders:
         records = load_draws(Path(results_dir) / folder)
@@ -773,8 +775,6 @@ def pooled_draws(results_dir: str | Path, cell: str, folders: list[str]) -> dict
             raise ValueError(f"{folder}: no draws.json record of {cell}; write it with "
                              "benchmarks/draws.py on the folder's kept checkpoint")
         runs.append(records[cell])
-    if not runs:
-        raise ValueError(f"{cell}: no folders given")
     fixed = [run["error_pct"][0] for run in runs]
     errors = [error for run in runs for error in run["error_pct"]]
     several = len(runs) > 1
@@ -860,7 +860,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     from stnlib.checkpoint import save_checkpoint
     from stnlib.data import mnist
     from stnlib.distort import train_transform
-    from stnlib.train import evaluate, fit, machine
+    from stnlib.train import evaluate, fit
 
     model_key, variant = cell.split("/")
     device = check_device(budget.device)
@@ -911,7 +911,8 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         **({"turn_ramp": budget.turn_ramp} if budget.turn_ramp else {}),
         **({"sigma_px": transform.sigma_px} if transform.sigma_px is not None else {}),
         "sampler": budget.sampler,
-        "threads": budget.threads, "device": _device_name(device), **machine(),
+        "threads": budget.threads, "device": _device_name(device),
+        **history.trained_on(),
         "train_s": round(history.train_s, 1),
         **({"resumed": history.segments} if len(history.segments) > 1 else {}),
         "eval_s": round(eval_s, 1), "test_images": len(test_set),

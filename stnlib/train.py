@@ -76,6 +76,13 @@ class History:
     completed: bool = False
     segments: list[dict[str, Any]] = field(default_factory=list)
 
+    def trained_on(self) -> dict[str, Any]:
+        """The machine that trained the run last (:func:`machine`'s keys): its last segment's,
+        or this machine's for a run from a checkpoint written before segments were kept."""
+        if not self.segments:
+            return machine()
+        return {k: v for k, v in self.segments[-1].items() if k != "from_step"}
+
     @property
     def train_s(self) -> float:
         """Total training time in seconds (without evaluation)."""

@@ -131,6 +131,9 @@ def test_resume_equals_uninterrupted(tmp_path, stop):
     assert [seg["from_step"] for seg in expected.segments] == [0]
     assert [seg["from_step"] for seg in resumed.segments] == [0, stop]
     assert all(seg["cpu_capability"] == machine()["cpu_capability"] for seg in resumed.segments)
+    assert resumed.trained_on() == {k: v for k, v in resumed.segments[1].items()
+                                    if k != "from_step"}
+    assert History().trained_on() == machine()  # a checkpoint from before segments
     # a finished run resumes to itself at once
     again = fit(nn.Sequential(tiny_cnn(), nn.Dropout(0.2)), train, test, checkpoint=path,
                 resume=True, **settings)
