@@ -16,14 +16,32 @@ How: each cell runs as its own ``python -m stnlib paper --device cuda`` process 
 models keep one process far from filling a GPU). First every cell trains 400 steps at
 once, to measure its seconds per step under that sharing; then each cell gets the most
 epochs (capped by ``--max-epochs``) that fit the remaining ``--budget-s``, and all train
-at once. Cells unfinished at the deadline are stopped and left out. The finished records
-are merged into ``<results>/table1.json`` / ``.md`` and a JSON summary is printed.
+at once. Cells unfinished at the deadline are stopped and left out of the table; their
+run checkpoints stay in ``<work>/train/``, and ``--resume`` (with a new ``--budget-s``)
+trains them on from there and merges them then. The finished records are merged into
+``<results>/table1.json`` / ``.md`` and a JSON summary is printed.
+
+The calibration can read faster than the training then runs: with seven processes on an
+H200 (three of these commands at once), it read 23 to 29 ms a step and the training ran
+about 34 ms, so every cell was stopped at its deadline, three to seven epochs short (the
+calibration's 400 steps include each process's start-up, which leaves the card to the
+others for a while). ``--slowdown F`` plans with F times the calibrated step (1.5 there
+would have fit).
+
 ``--keep-checkpoints PATTERNS`` keeps the trained weights of those cells in
 ``<results>/checkpoints/`` (where ``stnlib paper --keep-checkpoints`` puts them), so
 ``benchmarks/turns.py`` can read a GPU run too.
 
     python benchmarks/paper_gpu.py --cells 'stcnn-*/R,stcnn-*/RTS' --budget-s 450 \\
         --results results/gpu
+
+Cells stopped at the deadline (the summary lists them under ``unfinished``) finish with
+
+    python benchmarks/paper_gpu.py --resume --budget-s 120 --work <the same --work>
+
+which reads the plan the first run saved (``<work>/train-plan.json``: each cell's command,
+results folder and kept checkpoints), resumes each unfinished cell from its last epoch
+with the same settings, and merges those that finish.
 
 ``--paper-args`` passes further options of ``stnlib paper`` to every cell, e.g.
 ``--paper-args='--turn-ramp 0.1 --weight-decay 0.01 --optimizer adamw'`` (checked before
@@ -162,7 +180,11 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", required=True, help="patterns as for `stnlib paper`")
+    parser.add_argument("--cells", help="patterns as for `stnlib paper` (required unless "
+                                         "--resume)")
+    parser.add_argument("--resume", action="store_true",
+                        help="train on the cells an earlier run of this --work stopped at its "
+                             "deadline (from their run checkpoints), merge those that finish")
     parser.add_argument("--budget-s", type=float, required=True,
                         help="wall seconds for the whole script, calibration included")
     parser.add_argument("--results", default="results/gpu", help="where table1.json goes")
@@ -188,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=None, help="for tests only")
     parser.add_argument("--margin-s", type=float, default=45.0,
                         help="kept for start-up and the final test of each cell")
+    parser.add_argument("--slowdown", type=float, default=1.0,
+                        help="plan the epochs with this many times the calibrated seconds a "
+                             "step (many processes sharing a card train slower than their "
+                             "staggered calibration suggests: 1.4x with seven on an H200)")
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -208,7 +234,11 @@ def step_seconds(record: dict[str, Any]) -> float:
 
 def _run(args: argparse.Namespace) -> int:
     check_positive(args, "budget_s", "max_epochs", "calibration_steps", "threads",
-                   "batch_size", "lr")
+                   "batch_size", "lr", "slowdown")
+    if args.resume:
+        return _resume(args)
+    if args.cells is None:
+        raise ValueError("--cells is required (or --resume, to finish an earlier run)")
     start = time.time()
     deadline = start + args.budget_s
     cells = paper.select_cells(args.cells)
@@ -240,23 +270,15 @@ def _run(args: argparse.Namespace) -> int:
 
     steps_per_epoch = max(1, train_size // args.batch_size)
     available = deadline - time.time() - args.margin_s
-    epochs = {cell: max(1, min(args.max_epochs,
-                               math.floor(available / (steps_per_epoch * step_s[cell]))))
+    epochs = {cell: max(1, min(args.max_epochs, math.floor(
+                  available / (steps_per_epoch * step_s[cell] * args.slowdown))))
               for cell in cells}
     runs = {cell: _command(cell, args, work / "train" / _slug(cell), epochs[cell],
                            args.train_size, None, extra, keep=cell in kept) for cell in cells}
+    atomic_write(work / PLAN, "w", lambda f: json.dump(
+        {"commands": runs, "results": args.results, "kept": kept}, f, indent=1))
     status = _launch(runs, work / "train-logs", deadline)
-
-    finished, checkpoints = {}, []
-    with paper.editing_results(args.results) as results:
-        for cell in cells:
-            record = paper.load_results(work / "train" / _slug(cell))["cells"][cell]
-            if status[cell] == 0 and record.get("status") == "done":
-                if cell in kept:
-                    checkpoints.append(str(_move_checkpoint(cell, work / "train" / _slug(cell),
-                                                            Path(args.results))))
-                results["cells"][cell] = paper.with_earlier(record, results["cells"][cell])
-                finished[cell] = record["error_pct"]
+    finished, checkpoints = _merge(cells, status, work, kept, Path(args.results))
     print(json.dumps({
         "device": args.device, "cells": len(cells), "calibration_s": round(calibrate_s, 1),
         "step_ms_shared": {c: round(1000 * s, 2) for c, s in step_s.items()},
@@ -265,6 +287,52 @@ def _run(args: argparse.Namespace) -> int:
         "unfinished": [c for c in cells if c not in finished],
         "checkpoints": checkpoints,
         "wall_s": round(time.time() - start, 1)}, indent=1))
+    return 0
+
+
+#: The training commands of a run, saved in its ``--work`` folder for ``--resume``.
+PLAN = "train-plan.json"
+
+
+def _merge(cells: list[str], status: dict[str, int], work: Path, kept: list[str],
+           results_dir: Path) -> tuple[dict[str, float], list[str]]:
+    """Merge the cells that finished (exit 0, record done) into ``results_dir``'s table,
+    moving kept checkpoints beside it; returns their errors and the checkpoints moved."""
+    finished, checkpoints = {}, []
+    with paper.editing_results(results_dir) as results:
+        for cell in cells:
+            record = paper.load_results(work / "train" / _slug(cell))["cells"][cell]
+            if status[cell] == 0 and record.get("status") == "done":
+                if cell in kept:
+                    checkpoints.append(str(_move_checkpoint(cell, work / "train" / _slug(cell),
+                                                            results_dir)))
+                results["cells"][cell] = paper.with_earlier(record, results["cells"][cell])
+                finished[cell] = record["error_pct"]
+    return finished, checkpoints
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``--resume``: train on the cells of ``<work>/train-plan.json`` that are not done,
+    each from its run checkpoint with the command it was started with (less ``--force``,
+    which would start it over), until ``--budget-s``; merge those that finish."""
+    start = time.time()
+    work = Path(args.work)
+    try:
+        plan = json.loads((work / PLAN).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--resume: {work / PLAN} not found; --work must name the folder "
+                         f"of an earlier run (its --work)") from None
+    todo = {cell: [a for a in command if a != "--force"]
+            for cell, command in plan["commands"].items()
+            if paper.load_results(work / "train" / _slug(cell))["cells"][cell].get("status")
+            != "done"}
+    status = _launch(todo, work / "resume-logs", start + args.budget_s) if todo else {}
+    finished, checkpoints = _merge(list(todo), status, work, plan["kept"],
+                                   Path(plan["results"]))
+    print(json.dumps({
+        "resumed": list(todo), "error_pct": finished,
+        "unfinished": [c for c in todo if c not in finished],
+        "checkpoints": checkpoints, "wall_s": round(time.time() - start, 1)}, indent=1))
     return 0
 
 

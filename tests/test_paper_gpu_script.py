@@ -86,3 +86,69 @@ def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err
         assert err.startswith("error: ") and err.count("\n") == 1  # one line, no usage
+
+
+def test_a_cell_stopped_at_the_deadline_finishes_with_resume(script, tmp_path, capsys,
+                                                             monkeypatch):
+    """A cell the deadline stops keeps its run checkpoint; --resume trains it on from there
+    with the command it started with and merges it, as if never stopped."""
+    import os
+    import subprocess
+    import time
+
+    results, work = tmp_path / "results", tmp_path / "work"
+    real_launch = script._launch
+
+    def stopped_after_first_epoch(commands, logs, deadline):
+        if logs.name != "train-logs":
+            return real_launch(commands, logs, deadline)
+        env = {k: v for k, v in os.environ.items() if k != "STNLIB_FAST"}
+        (cell, command), = commands.items()
+        saved = work / "train" / "cnn_R" / "runs" / "cnn_R.pt"
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        while not saved.exists() and process.poll() is None:
+            time.sleep(0.02)
+        process.kill()  # as at the deadline
+        process.wait()
+        return {cell: process.returncode}
+
+    monkeypatch.setattr(script, "_launch", stopped_after_first_epoch)
+    common = ["--work", str(work), "--budget-s", "300"]
+    assert script.main(["--device", "cpu", "--cells", "cnn/R", "--max-epochs", "8",
+                        "--calibration-steps", "5", "--train-size", "320", "--margin-s", "5",
+                        "--batch-size", "32", "--results", str(results),
+                        "--keep-checkpoints", "cnn/R", *common]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == {"cnn/R": 8}
+    assert summary["unfinished"] == ["cnn/R"] and summary["error_pct"] == {}
+    assert paper.load_results(results)["cells"]["cnn/R"]["status"] == "not run"
+    assert (work / "train" / "cnn_R" / "runs" / "cnn_R.pt").exists()
+
+    monkeypatch.setattr(script, "_launch", real_launch)
+    assert script.main(["--resume", *common]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["resumed"] == ["cnn/R"] and summary["unfinished"] == []
+    record = paper.load_results(results)["cells"]["cnn/R"]
+    assert record["status"] == "done" and record["epochs"] == 8 and record["steps"] == 80
+    assert record["error_pct"] == summary["error_pct"]["cnn/R"]
+    assert [s["from_step"] for s in record["resumed"]][0] == 0
+    assert record["resumed"][-1]["from_step"] > 0  # trained on, not started over
+    assert summary["checkpoints"] == [str(results / "checkpoints" / "cnn_R.pt")]
+    assert (work / "resume-logs" / "cnn_R.log").exists()
+    # nothing left to do: a second --resume trains nothing and leaves the table alone
+    assert script.main(["--resume", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["resumed"] == []
+    assert paper.load_results(results)["cells"]["cnn/R"] == record
+
+
+def test_resume_needs_an_earlier_run_and_cells_are_needed_without_it(script, tmp_path,
+                                                                     capsys):
+    assert script.main(["--resume", "--budget-s", "9", "--work", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume: {tmp_path / 'w' / 'train-plan.json'} not found" in err
+    assert script.main(["--budget-s", "9", "--work", str(tmp_path / "w")]) == 2
+    assert "--cells is required (or --resume" in capsys.readouterr().err
+    assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--slowdown", "0",
+                        "--work", str(tmp_path / "w")]) == 2
+    assert "--slowdown must be positive" in capsys.readouterr().err
