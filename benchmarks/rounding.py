@@ -43,14 +43,7 @@ from stnlib import paper
 from stnlib.bench import check_positive
 from stnlib.checkpoint import atomic_write_text
 from stnlib.train import CPU_KNOBS, machine
-
-# profile -> environment variables set before torch loads in the worker process
-PROFILES: dict[str, dict[str, str]] = {
-    "native": {},
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-    "scalar": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
-}
+from stnlib.train import CPU_PROFILES as PROFILES
 
 
 def train_steps(cell: str, steps: list[int], *, seed: int = 0, epochs: int = 30,

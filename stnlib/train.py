@@ -256,6 +256,17 @@ def _training_context(seed: int, threads: int | None, deterministic: bool) -> It
 CPU_KNOBS: tuple[str, ...] = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
                               "MKL_ENABLE_INSTRUCTIONS")
 
+#: Kernel profiles by name: the :data:`CPU_KNOBS` to set before torch loads (in a fresh
+#: process) to train as a CPU with those instructions would. ``native``: this CPU's own;
+#: ``avx2``: ATen, oneDNN and MKL held to AVX2 (an AMD EPYC Zen 2/3, an Intel CPU without
+#: AVX-512); ``scalar``: ATen's plain C++ kernels, oneDNN held to SSE4.1.
+CPU_PROFILES: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "scalar": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+}
+
 
 def machine(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     """The CPU a run trains on, for its record: ``{"cpu": model name, "cpu_capability": ...}``.

@@ -12,6 +12,8 @@ from stnlib.checkpoint import CheckpointError
 from stnlib.data import ImageSet, RandomAffine
 from stnlib.models import CNN, STCNN
 from stnlib.train import (
+    CPU_KNOBS,
+    CPU_PROFILES,
     History,
     TrainingDivergedError,
     describe_transform,
@@ -108,6 +110,13 @@ def test_machine_names_the_cpu_limits_that_are_set(monkeypatch):
     assert "cpu_limits" not in machine()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert machine()["cpu_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def test_cpu_profiles_set_only_the_cpu_knobs():
+    assert CPU_PROFILES["native"] == {}
+    for profile in ("avx2", "scalar"):
+        assert CPU_PROFILES[profile] and set(CPU_PROFILES[profile]) <= set(CPU_KNOBS)
+    assert CPU_PROFILES["avx2"]["ATEN_CPU_CAPABILITY"] == "avx2"
 
 
 @pytest.mark.parametrize("stop", [5, 8, 13])  # mid-epoch, at an epoch end, mid-epoch

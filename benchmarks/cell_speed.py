@@ -1,0 +1,197 @@
+"""How long does each Table 1 cell take to train on this CPU, and do older kernels help?
+Seconds a training step per cell, with this CPU's own kernels and held to AVX2, side by
+side in the same run, and the table's budget projected from them, as JSON.
+
+The issue behind Table 1 asks for every cell in at most 15 minutes on a 2-core CPU.
+``results/table1.json`` records each cell's wall time, but those runs shared the machine
+with other jobs and ran on CPUs with different instruction sets (a seed's kernels depend on
+them: ``benchmarks/rounding.py``). This script measures each cell alone: in a fresh
+process per (cell, profile, threads) it trains the table's recipe (Adam, one-cycle, batch
+64, fresh distortions every batch) for ``--warmup`` steps, then again for ``--warmup`` +
+``--steps`` steps; the difference of the two wall times over ``--steps`` is the time a
+step (start-up, loading and the first slow steps cancel). The profiles take turns,
+``--repeat`` times, and the median counts: on this shared 2-core machine the same
+measurement taken again has differed by up to 20% (more with 2 threads), so one
+measurement's ratio of two profiles means little, the ratios over many cells more.
+Projected: a step's time x 937 steps an epoch (60,000 digits, batch 64) x the epochs
+``table1.json`` gave the cell.
+
+Profiles (``stnlib.train.CPU_PROFILES``): ``native`` (this CPU's own kernels) and ``avx2``
+(ATen, oneDNN and MKL held to AVX2, the instructions of the CPU the committed table's
+affine R cell was trained on). Both give valid training; they round differently, so a
+run's weights depend on the profile. On the project's AMD EPYC (AVX-512), with one
+thread, AVX2 kernels made the ST-CNN steps up to 12% faster and the CNN steps 5 to 15%
+slower; with two threads the differences were inside the noise.
+
+    python benchmarks/cell_speed.py --cells 'stcnn-*/R,cnn/R' --threads 1 2
+
+Writes the records to ``--out`` (a JSON file, replaced) and prints them.
+``results/cell_speed.json`` holds every CNN and ST-CNN cell (the default ``--cells``),
+measured in two parts whose records were put together in the table's order, on the
+project's CPU with nothing else running (about 60 minutes)::
+
+    python benchmarks/cell_speed.py \\
+        --cells 'stcnn-*/R,stcnn-*/RTS,stcnn-*/E,stcnn-aff/TC,cnn/R,cnn/RTS'
+    python benchmarks/cell_speed.py --cells 'stcnn-*/P,cnn/P,cnn/E,cnn/TC'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from stnlib import paper
+from stnlib.bench import check_positive
+from stnlib.checkpoint import atomic_write_text
+from stnlib.train import CPU_KNOBS, CPU_PROFILES, machine
+
+#: the table's recipe (paper.Budget's defaults); the epochs come from table1.json
+BATCH_SIZE, LR, TRAIN_IMAGES = 64, 0.002, 60000
+#: A cell takes at most this long, says the issue (seconds).
+TARGET_S = 15 * 60
+
+
+def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
+                  train_size: int | None = None) -> float:
+    """Wall seconds of ``steps`` training steps of ``cell`` (the table's recipe, from
+    scratch, no test), start-up included."""
+    from stnlib.data import mnist
+    from stnlib.distort import train_transform
+    from stnlib.train import fit
+
+    model = paper.cell_model(cell, seed=0)
+    train_set = mnist(train=True)
+    if train_size is not None:
+        train_set = train_set.subset(train_size)
+    start = time.perf_counter()
+    fit(model, train_set, None, epochs=epochs, batch_size=BATCH_SIZE, lr=LR, optimizer="adam",
+        schedule="onecycle", seed=0, progress=False, max_steps=steps,
+        train_transform=train_transform(cell.split("/")[1]), threads=threads)
+    return time.perf_counter() - start
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import torch
+
+    short = train_seconds(args.cells, args.warmup, epochs=args.epochs,
+                          threads=args.threads[0], train_size=args.train_size)
+    long = train_seconds(args.cells, args.warmup + args.steps, epochs=args.epochs,
+                         threads=args.threads[0], train_size=args.train_size)
+    args.worker.write_text(json.dumps({
+        "step_s": max(long - short, 0.0) / args.steps,
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}))
+    return 0
+
+
+def measure(cell: str, profile: str, threads: int, epochs: int, args: argparse.Namespace,
+            folder: Path) -> dict[str, Any]:
+    """A step's seconds of ``cell`` (one-cycle over ``epochs``) in a fresh process under
+    ``profile`` (its variables set before torch loads)."""
+    out = folder / f"{cell.replace('/', '_')}-{profile}-{threads}.json"
+    env = {k: v for k, v in os.environ.items() if k not in CPU_KNOBS} | CPU_PROFILES[profile]
+    env.pop("STNLIB_FAST", None)  # the measured steps are the real ones
+    command = [sys.executable, __file__, "--worker", str(out), "--cells", cell,
+               "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--threads", str(threads), "--epochs", str(epochs)]
+    if args.train_size is not None:
+        command += ["--train-size", str(args.train_size)]
+    if subprocess.run(command, env=env).returncode != 0:
+        raise RuntimeError(f"{cell} ({profile}, {threads} threads) stopped with the error "
+                           f"printed above")
+    return json.loads(out.read_text())
+
+
+def table_epochs(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each finished cell's epochs and recorded wall time in ``results_dir``'s table."""
+    return {cell: {"epochs": r["epochs"], "train_s": r["train_s"], "threads": r["threads"]}
+            for cell, r in paper.finished_cells(results_dir).items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", default="stcnn-*/*,cnn/*",
+                        help="patterns as for `stnlib paper` (default: every CNN and ST-CNN "
+                             "cell)")
+    parser.add_argument("--profiles", nargs="+", default=["native", "avx2"],
+                        choices=list(CPU_PROFILES), help="kernels to compare (first: the "
+                                                         "reference of the ratios)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, default=200, help="timed steps a measurement")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="measurements per profile, interleaved; the median counts")
+    parser.add_argument("--warmup", type=int, default=30,
+                        help="steps whose time (with start-up) is subtracted")
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="the table1.json whose epochs give the projection")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="project this many epochs for every cell instead")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="the first N training digits (default: all 60,000; for tests)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        check_positive(args, "steps", "repeat", "warmup", "epochs", "train_size")
+        if not args.threads or min(args.threads) <= 0:
+            raise ValueError(f"--threads must be positive counts, got {args.threads}")
+        if args.worker is not None:
+            return _worker(args)
+        cells = paper.select_cells(args.cells)
+        table = {} if args.epochs else table_epochs(args.results)
+        missing = [c for c in cells if c not in table and not args.epochs]
+        if missing:
+            raise ValueError(f"{args.results / 'table1.json'} has no finished {missing[0]} to "
+                             f"take its epochs from; give --epochs")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    steps_per_epoch = (args.train_size or TRAIN_IMAGES) // BATCH_SIZE
+    reference, records = args.profiles[0], []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for cell in cells:
+                epochs = args.epochs or table[cell]["epochs"]
+                for threads in args.threads:
+                    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in args.profiles}
+                    for _ in range(args.repeat):  # interleaved: a slow spell hits each
+                        for p in args.profiles:
+                            runs[p].append(measure(cell, p, threads, epochs, args, Path(tmp)))
+                    step_s = {p: statistics.median(r["step_s"] for r in found)
+                              for p, found in runs.items()}
+                    projected = {p: s * steps_per_epoch * epochs for p, s in step_s.items()}
+                    records.append({
+                        "cell": cell, "threads": threads,
+                        "ms_per_step": {p: round(1000 * s, 2) for p, s in step_s.items()},
+                        "ms_per_step_runs": {p: [round(1000 * r["step_s"], 2) for r in found]
+                                             for p, found in runs.items()},
+                        "cpu_capability": {p: found[0]["cpu_capability"]
+                                           for p, found in runs.items()},
+                        "over_" + reference: {p: round(s / step_s[reference], 3)
+                                              for p, s in step_s.items() if p != reference
+                                              and step_s[reference] > 0},
+                        "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+                        "projected_train_s": {p: round(s) for p, s in projected.items()},
+                        "within_15_min": {p: s <= TARGET_S for p, s in projected.items()},
+                        **({"table": table[cell]} if cell in table else {}),
+                        "env": {p: CPU_PROFILES[p] for p in args.profiles},
+                        "steps_timed": args.steps, "cpu": machine()["cpu"]})
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = json.dumps(records, indent=1) + "\n"
+    if args.out is not None:
+        atomic_write_text(text, args.out)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

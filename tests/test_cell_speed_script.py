@@ -1,0 +1,74 @@
+"""benchmarks/cell_speed.py: seconds a training step per Table 1 cell under this CPU's own
+kernels and held to AVX2, and the table's budget projected (run here for a few steps on a
+few hundred digits; tests never assert on the times themselves)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stnlib import paper
+from stnlib.train import CPU_PROFILES
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.fixture(scope="module")
+def script(benchmark_script):
+    return benchmark_script("cell_speed")
+
+
+def test_each_profile_is_measured_in_its_own_process_and_projected(script, mnist, tmp_path,
+                                                                  capsys, monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # the parent's: not passed on
+    out = tmp_path / "speed.json"
+    assert script.main(["--cells", "cnn/R", "--threads", "1", "--steps", "4", "--warmup",
+                        "2", "--repeat", "2", "--train-size", "320", "--results", str(RESULTS),
+                        "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == records
+    (record,) = records
+    table = paper.finished_cells(RESULTS)["cnn/R"]
+    assert record["cell"] == "cnn/R" and record["threads"] == 1
+    assert record["epochs"] == table["epochs"] and record["table"]["train_s"] == table["train_s"]
+    assert record["steps_per_epoch"] == 320 // 64 and record["steps_timed"] == 4
+    assert set(record["ms_per_step"]) == {"native", "avx2"}
+    for profile, runs in record["ms_per_step_runs"].items():  # two each, the median counts
+        assert len(runs) == 2 and min(runs) >= 0
+        assert record["ms_per_step"][profile] == pytest.approx(sum(runs) / 2, abs=0.01)
+    # the profile reached the worker (its variables set before torch loaded there), and
+    # the parent's ATEN_CPU_CAPABILITY did not reach the native one
+    assert record["cpu_capability"]["avx2"] != "AVX512"
+    assert record["cpu_capability"]["native"] != "DEFAULT"
+    assert record["env"] == {"native": {}, "avx2": CPU_PROFILES["avx2"]}
+    assert set(record["over_native"]) <= {"avx2"}
+    for profile, ms in record["ms_per_step"].items():
+        projected = ms / 1000 * record["steps_per_epoch"] * record["epochs"]
+        assert record["projected_train_s"][profile] == pytest.approx(projected, abs=0.51)
+        assert record["within_15_min"][profile] == (record["projected_train_s"][profile]
+                                                    <= 15 * 60 + 0.5)
+
+
+def test_epochs_come_from_the_table_or_the_option(script, mnist, tmp_path, capsys):
+    assert script.main(["--cells", "cnn/E", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'table1.json'} has no finished cnn/E" in err and "--epochs" in err
+    assert script.main(["--cells", "fcn/E", "--results", str(tmp_path), "--epochs", "1",
+                        "--threads", "1", "--steps", "2", "--warmup", "1", "--train-size",
+                        "192", "--profiles", "native", "--repeat", "1"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["epochs"] == 1 and "table" not in record and record["over_native"] == {}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--threads", "0"], "--threads must be positive counts"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--repeat", "0"], "--repeat must be positive"),
+    (["--cells", "resnet/R"], "--cells 'resnet/R' matches no cell"),
+])
+def test_bad_options_are_one_line_errors(script, argv, message, capsys):
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
