@@ -49,8 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from stnlib import paper
-from stnlib.bench import check_positive
-from stnlib.checkpoint import atomic_write_text
+from stnlib.bench import check_positive, report
 from stnlib.train import CPU_KNOBS, CPU_PROFILES, machine
 
 #: the table's recipe (paper.Budget's defaults); the epochs come from table1.json
@@ -186,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    text = json.dumps(records, indent=1) + "\n"
-    if args.out is not None:
-        atomic_write_text(text, args.out)
-    print(text, end="")
+    report(records, args.out)
     return 0
 
 

@@ -27,7 +27,6 @@ Writes the records to ``--out`` (a JSON file, replaced) and prints them.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -40,8 +39,7 @@ from typing import Any
 import torch
 
 from stnlib import paper
-from stnlib.bench import check_positive
-from stnlib.checkpoint import atomic_write_text
+from stnlib.bench import check_positive, report
 from stnlib.train import CPU_KNOBS, machine
 from stnlib.train import CPU_PROFILES as PROFILES
 
@@ -171,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for record in records:
         for key in ("max_abs_diff", "rel_l2_diff", "diff_per_travel"):
             record[key] = float(f"{record[key]:.3g}") if math.isfinite(record[key]) else None
-    text = json.dumps(records, indent=1) + "\n"
-    if args.out is not None:
-        atomic_write_text(text, args.out)
-    print(text, end="")
+    report(records, args.out)
     return 0
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+
+from stnlib.checkpoint import atomic_write_text
 
 # name -> module holding add_arguments() and run()
 BENCHMARKS: dict[str, str] = {
@@ -22,6 +25,15 @@ BENCHMARKS: dict[str, str] = {
 def emit(record: dict) -> None:
     """Print one benchmark result as a JSON line (flushed, so progress is visible)."""
     print(json.dumps(record, sort_keys=False), flush=True)
+
+
+def report(records: list[dict], out: str | os.PathLike[str] | None = None) -> None:
+    """Print a benchmark script's records as one indented JSON list and, given ``out``,
+    write the same text there (atomically: an interrupted write leaves the old file)."""
+    text = json.dumps(records, indent=1) + "\n"
+    if out is not None:
+        atomic_write_text(text, out)
+    print(text, end="")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
