@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from typing import Any
 
 from stnlib import paper
 from stnlib.bench import check_positive, report
-from stnlib.train import CPU_KNOBS, CPU_PROFILES, machine
+from stnlib.train import CPU_PROFILES, machine, profile_environment
 
 #: the table's recipe (paper.Budget's defaults); the epochs come from table1.json
 BATCH_SIZE, LR, TRAIN_IMAGES = 64, 0.002, 60000
@@ -95,7 +94,7 @@ def measure(cell: str, profile: str, threads: int, epochs: int, args: argparse.N
     """A step's seconds of ``cell`` (one-cycle over ``epochs``) in a fresh process under
     ``profile`` (its variables set before torch loads)."""
     out = folder / f"{cell.replace('/', '_')}-{profile}-{threads}.json"
-    env = {k: v for k, v in os.environ.items() if k not in CPU_KNOBS} | CPU_PROFILES[profile]
+    env = profile_environment(profile)
     env.pop("STNLIB_FAST", None)  # the measured steps are the real ones
     command = [sys.executable, __file__, "--worker", str(out), "--cells", cell,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     steps_per_epoch = (args.train_size or TRAIN_IMAGES) // BATCH_SIZE
-    reference, records = args.profiles[0], []
+    reference, records, cpu = args.profiles[0], [], machine()["cpu"]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for cell in cells:
@@ -181,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                         "within_15_min": {p: s <= TARGET_S for p, s in projected.items()},
                         **({"table": table[cell]} if cell in table else {}),
                         "env": {p: CPU_PROFILES[p] for p in args.profiles},
-                        "steps_timed": args.steps, "cpu": machine()["cpu"]})
+                        "steps_timed": args.steps, "cpu": cpu})
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -40,8 +39,7 @@ import torch
 
 from stnlib import paper
 from stnlib.bench import check_positive, report
-from stnlib.train import CPU_KNOBS, machine
-from stnlib.train import CPU_PROFILES as PROFILES
+from stnlib.train import CPU_PROFILES, machine, profile_environment
 
 
 def train_steps(cell: str, steps: list[int], *, seed: int = 0, epochs: int = 30,
@@ -103,7 +101,7 @@ def run_profile(profile: str, args: argparse.Namespace, folder: Path, tag: str
                 ) -> tuple[dict[int, dict[str, torch.Tensor]], str, float]:
     """Train in a fresh process under ``profile``: (weights by step, capability, seconds)."""
     out = folder / f"{tag}.pt"
-    env = {k: v for k, v in os.environ.items() if k not in CPU_KNOBS} | PROFILES[profile]
+    env = profile_environment(profile)
     command = [sys.executable, __file__, "--worker", str(out), "--cell", args.cell,
                "--steps", *map(str, args.steps), "--seed", str(args.seed),
                "--epochs", str(args.epochs), "--threads", str(args.threads)]
@@ -122,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 10, 100, 1000],
                         help="compare the weights after each of these step counts")
     parser.add_argument("--profiles", nargs="+", default=["avx2", "scalar"],
-                        choices=[p for p in PROFILES if p != "native"],
+                        choices=[p for p in CPU_PROFILES if p != "native"],
                         help="emulated CPUs to compare with the native run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=30,
@@ -160,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for count in args.steps:
             records.append({
                 "cell": args.cell, "seed": args.seed, "steps": count,
-                "profile": tag, "env": PROFILES[profile], "cpu_capability": capability,
+                "profile": tag, "env": CPU_PROFILES[profile], "cpu_capability": capability,
                 "native_cpu_capability": results["native"][1],
                 **compare(weights[count], reference[count], reference[0]),
                 "threads": args.threads, "seconds": round(seconds, 1),

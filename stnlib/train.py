@@ -268,6 +268,13 @@ CPU_PROFILES: dict[str, dict[str, str]] = {
 }
 
 
+def profile_environment(profile: str) -> dict[str, str]:
+    """The environment for a fresh process that trains under the kernel profile ``profile``
+    (:data:`CPU_PROFILES`): this process's, less any :data:`CPU_KNOBS` it has set, plus
+    the profile's (``native`` sets none, so the new process gets the CPU's own kernels)."""
+    return {k: v for k, v in os.environ.items() if k not in CPU_KNOBS} | CPU_PROFILES[profile]
+
+
 def machine(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     """The CPU a run trains on, for its record: ``{"cpu": model name, "cpu_capability": ...}``.
 

@@ -22,6 +22,7 @@ from stnlib.train import (
     lr_at,
     machine,
     predict,
+    profile_environment,
     train_model,
     training_settings,
 )
@@ -117,6 +118,16 @@ def test_cpu_profiles_set_only_the_cpu_knobs():
     for profile in ("avx2", "scalar"):
         assert CPU_PROFILES[profile] and set(CPU_PROFILES[profile]) <= set(CPU_KNOBS)
     assert CPU_PROFILES["avx2"]["ATEN_CPU_CAPABILITY"] == "avx2"
+
+
+def test_profile_environment_replaces_the_knobs_and_keeps_the_rest(monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # this process's: not passed on
+    monkeypatch.setenv("STNLIB_SOMETHING", "kept")
+    native = profile_environment("native")
+    assert "ATEN_CPU_CAPABILITY" not in native and native["STNLIB_SOMETHING"] == "kept"
+    avx2 = profile_environment("avx2")
+    assert {k: avx2[k] for k in CPU_PROFILES["avx2"]} == CPU_PROFILES["avx2"]
+    assert avx2["STNLIB_SOMETHING"] == "kept"
 
 
 @pytest.mark.parametrize("stop", [5, 8, 13])  # mid-epoch, at an epoch end, mid-epoch
