@@ -322,13 +322,18 @@ def _resume(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         raise ValueError(f"--resume: {work / PLAN} not found; --work must name the folder "
                          f"of an earlier run (its --work)") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--resume: {work / PLAN} is not a plan this script wrote "
+                         f"({error}); run the cells again without --resume") from None
     todo = {cell: [a for a in command if a != "--force"]
             for cell, command in plan["commands"].items()
             if paper.load_results(work / "train" / _slug(cell))["cells"][cell].get("status")
             != "done"}
-    status = _launch(todo, work / "resume-logs", start + args.budget_s) if todo else {}
-    finished, checkpoints = _merge(list(todo), status, work, plan["kept"],
-                                   Path(plan["results"]))
+    finished, checkpoints = {}, []
+    if todo:  # else the table stays untouched
+        status = _launch(todo, work / "resume-logs", start + args.budget_s)
+        finished, checkpoints = _merge(list(todo), status, work, plan["kept"],
+                                       Path(plan["results"]))
     print(json.dumps({
         "resumed": list(todo), "error_pct": finished,
         "unfinished": [c for c in todo if c not in finished],

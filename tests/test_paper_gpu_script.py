@@ -147,6 +147,11 @@ def test_resume_needs_an_earlier_run_and_cells_are_needed_without_it(script, tmp
     assert script.main(["--resume", "--budget-s", "9", "--work", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
     assert f"--resume: {tmp_path / 'w' / 'train-plan.json'} not found" in err
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "train-plan.json").write_text('{"commands": ')  # cut short
+    assert script.main(["--resume", "--budget-s", "9", "--work", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "train-plan.json is not a plan this script wrote" in err and err.count("\n") == 1
     assert script.main(["--budget-s", "9", "--work", str(tmp_path / "w")]) == 2
     assert "--cells is required (or --resume" in capsys.readouterr().err
     assert script.main(["--cells", "cnn/R", "--budget-s", "9", "--slowdown", "0",
