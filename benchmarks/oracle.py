@@ -17,6 +17,14 @@ the fixed test set of each variant).
     python benchmarks/oracle.py --variants none,R,P --epochs 30 --threads 1 \\
         --results results/oracle.json
 
+The recipe options (``--batch-size``, ``--lr``, ``--label-smoothing``, ``--padding``,
+``--seed``, ``--device``) mean what they mean for ``stnlib paper``: the oracle of another
+recipe, e.g. the one of ``results/gpu-same-padding/`` on a GPU::
+
+    python benchmarks/oracle.py --variants none,R,RTS --epochs 62 --batch-size 256 \\
+        --lr 0.004 --label-smoothing 0.1 --padding same --device cuda \\
+        --results results/gpu-same-padding/oracle.json
+
 Each variant's record is written as soon as it is done (the file is read again first, so
 two processes with different ``--variants`` can share it); a variant already in the file is
 skipped unless ``--force``. Prints the records as JSON. ``--sigma-px`` (P only) draws P's
@@ -58,7 +66,9 @@ def load(path: Path) -> dict[str, Any]:
 
 def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
     """Train the 28x28 CNN of Table 1 on ``variant`` undone by the oracle; its record."""
-    model = paper.cell_model("cnn/R", budget.sampler, budget.seed)  # the 28x28 CNN
+    device = paper.check_device(budget.device)
+    model = paper.cell_model("cnn/R", budget.sampler, budget.seed,  # the 28x28 CNN
+                             budget.padding).to(device)
     train_set = mnist(train=True)
     if budget.train_size is not None:
         train_set = train_set.subset(budget.train_size)
@@ -70,6 +80,7 @@ def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
         test_set = paper.oracle_test_set(variant, budget.test_size, budget.sigma_px)
     history = fit(model, train_set, None, epochs=budget.epochs, batch_size=budget.batch_size,
                   lr=budget.lr, optimizer=budget.optimizer, schedule=budget.schedule,
+                  label_smoothing=budget.label_smoothing,
                   seed=budget.seed, progress=True, threads=budget.threads,
                   train_transform=None if variant == "none"
                   else oracle_transform(variant, budget.sigma_px))
@@ -79,7 +90,11 @@ def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
               "batch_size": min(budget.batch_size, len(train_set)),
               "train_images": len(train_set), "optimizer": budget.optimizer,
               "schedule": budget.schedule, "lr": budget.lr, "seed": budget.seed,
-              "threads": budget.threads, **history.trained_on(),
+              **({"label_smoothing": budget.label_smoothing}
+                 if budget.label_smoothing else {}),
+              **({"padding": budget.padding} if budget.padding != "valid" else {}),
+              "threads": budget.threads, "device": paper._device_name(device),
+              **history.trained_on(),
               "train_s": round(history.train_s, 1),
               "final_train_loss": round(history.train_loss[-1], 4),
               **({"sigma_px": budget.sigma_px}
@@ -89,12 +104,21 @@ def run_variant(variant: str, budget: paper.Budget) -> dict[str, Any]:
     if variant != "none":
         record.update(test_seed=paper.TEST_SEEDS[variant],
                       paper_st_cnn_pct=paper.PAPER_ERROR[f"stcnn-aff/{variant}"])
-        if budget.sigma_px is None:  # the table's cells share this test set: context
+        if budget.sigma_px is None and _table_recipe(budget):  # context: the table's
+            # cells share this test set and (but for epochs) this recipe
             table = _table_errors(variant)
             record.update(st_cnn_pct={c: e for c, e in table.items()
                                       if c.startswith("stcnn-")},
                           cnn_pct=table.get(f"cnn/{variant}"))
     return record
+
+
+def _table_recipe(budget: paper.Budget) -> bool:
+    """Whether ``budget`` trains as the table's cells did (epochs aside)."""
+    table = paper.Budget()
+    return all(getattr(budget, name) == getattr(table, name)
+               for name in ("batch_size", "lr", "optimizer", "schedule", "label_smoothing",
+                            "padding", "seed"))
 
 
 def _table_errors(variant: str) -> dict[str, float]:
@@ -116,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigma-px", type=float, default=None,
                         help="P only: the corner offsets' spread in pixels (default: the "
                              "paper's 5)")
+    table = paper.Budget()
+    parser.add_argument("--batch-size", type=int, default=table.batch_size)
+    parser.add_argument("--lr", type=float, default=table.lr)
+    parser.add_argument("--label-smoothing", type=float, default=table.label_smoothing,
+                        help="smooth the cross-entropy targets by this much (default 0: none)")
+    parser.add_argument("--padding", choices=paper.PADDINGS, default=table.padding,
+                        help="the CNN's convolutions: 'valid' (default, the table's) or "
+                             "'same'")
+    parser.add_argument("--seed", type=int, default=table.seed)
+    parser.add_argument("--device", default="cpu",
+                        help="where to train: 'cpu' (default) or 'cuda' (a GPU, if torch "
+                             "sees one)")
     parser.add_argument("--force", action="store_true", help="retrain variants already done")
     args = parser.parse_args(argv)
     try:
@@ -131,7 +167,11 @@ def _run(args: argparse.Namespace) -> int:
     if unknown or not variants:
         raise ValueError(f"--variants must name some of {', '.join(VARIANTS)}, got "
                          f"{args.variants!r}")
-    check_positive(args, "epochs", "threads", "train_size", "test_size")
+    check_positive(args, "epochs", "threads", "train_size", "test_size", "batch_size", "lr")
+    if not 0 <= args.label_smoothing < 1:
+        raise ValueError(f"--label-smoothing must be in [0, 1) (0: none), got "
+                         f"{args.label_smoothing}")
+    device = paper.check_device(args.device)
     # A bad --sigma-px is refused up front, before any variant trains; the paper's own
     # spread counts as unset (no sigma_px in the record), as in `stnlib paper`.
     sigma_px = args.sigma_px
@@ -140,7 +180,9 @@ def _run(args: argparse.Namespace) -> int:
             sigma_px = oracle_transform(variant, sigma_px).sigma_px
     budget = paper.Budget(epochs=args.epochs, threads=args.threads,
                           train_size=args.train_size, test_size=args.test_size,
-                          sigma_px=sigma_px)
+                          sigma_px=sigma_px, batch_size=args.batch_size, lr=args.lr,
+                          label_smoothing=args.label_smoothing, padding=args.padding,
+                          seed=args.seed, device=device)
     path = Path(args.results)
     done = load(path)["variants"]
     for variant in variants:

@@ -661,6 +661,22 @@ def finished_runs(*results_dirs: str | Path) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
+def oracle_runs(*results_dirs: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The oracle records (``benchmarks/oracle.py``: a CNN behind a perfect transformer) in
+    the ``oracle.json`` of each results folder, in the folders' order: ``{"R": [record,
+    ...], "none": [...]}``. A folder without an ``oracle.json`` adds nothing; an unreadable
+    one is a ValueError that names it (:func:`load_json`)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for results_dir in results_dirs:
+        path = Path(results_dir) / "oracle.json"
+        if path.exists():
+            variants = load_json(path, lambda data: dict(data["variants"]),
+                                 otherwise="run benchmarks/oracle.py again")
+            for variant, record in variants.items():
+                runs.setdefault(variant, []).append(record)
+    return runs
+
+
 def run_text(record: dict[str, Any]) -> str:
     """One finished run in a few words: ``"0.83% (seed 0, 62 ep, H200)"``; ``cpu`` is the
     machine the table was trained on, a GPU is named by its model."""

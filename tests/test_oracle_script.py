@@ -67,6 +67,36 @@ def test_sigma_px_trains_and_tests_on_milder_p(script, mnist, tmp_path, capsys, 
     assert not path.exists()  # refused before anything trained
 
 
+def test_recipe_options_reach_the_model_and_the_record(script, mnist, tmp_path, capsys,
+                                                       monkeypatch):
+    monkeypatch.setenv("STNLIB_PROGRESS", "off")
+    tiny = ["--variants", "R", "--epochs", "1", "--train-size", "128", "--test-size", "50"]
+    table = tmp_path / "table.json"
+    assert script.main([*tiny, "--results", str(table)]) == 0
+    other = tmp_path / "other.json"
+    assert script.main([*tiny, "--results", str(other), "--batch-size", "32", "--lr", "0.004",
+                        "--label-smoothing", "0.1", "--padding", "same", "--seed", "1"]) == 0
+    capsys.readouterr()
+    plain = json.loads(table.read_text())["variants"]["R"]
+    record = json.loads(other.read_text())["variants"]["R"]
+    assert "padding" not in plain and "label_smoothing" not in plain
+    assert plain["device"] == record["device"] == "cpu"
+    assert (record["batch_size"], record["steps"], record["lr"], record["seed"]) == \
+        (32, 128 // 32, 0.004, 1)
+    assert record["padding"] == "same" and record["label_smoothing"] == 0.1
+    assert record["final_train_loss"] != plain["final_train_loss"]
+    # the table's ST-CNN errors are context for the table's recipe only
+    assert "st_cnn_pct" in plain and "st_cnn_pct" not in record and "cnn_pct" not in record
+    assert record["paper_st_cnn_pct"] == 0.7
+    # --padding alone changes what trains (the padded CNN), not just the record
+    padded = tmp_path / "padded.json"
+    assert script.main([*tiny, "--results", str(padded), "--padding", "same"]) == 0
+    capsys.readouterr()
+    alone = json.loads(padded.read_text())["variants"]["R"]
+    assert alone["padding"] == "same" and alone["final_train_loss"] != plain["final_train_loss"]
+    assert "st_cnn_pct" not in alone
+
+
 def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
     path = tmp_path / "oracle.json"
     assert script.main(["--variants", "E", "--results", str(path)]) == 2
@@ -75,6 +105,13 @@ def test_bad_arguments_are_one_line_errors(script, tmp_path, capsys):
     assert "must be positive" in capsys.readouterr().err
     assert script.main(["--variants", "R", "--train-size", "0", "--results", str(path)]) == 2
     assert "error: --train-size must be positive, got 0" in capsys.readouterr().err
+    assert script.main(["--variants", "R", "--label-smoothing", "1", "--results",
+                        str(path)]) == 2
+    assert "error: --label-smoothing must be in [0, 1)" in capsys.readouterr().err
+    assert script.main(["--variants", "R", "--lr", "-1", "--results", str(path)]) == 2
+    assert "error: --lr must be positive, got -1.0" in capsys.readouterr().err
+    assert script.main(["--variants", "R", "--device", "tpu", "--results", str(path)]) == 2
+    assert "error: device must be" in capsys.readouterr().err
     assert script.main(["--variants", "R", "--results", str(tmp_path)]) == 2
     assert "is a folder: name the JSON file" in capsys.readouterr().err
     path.write_text("{ broken")

@@ -151,6 +151,22 @@ def test_finished_runs_gathers_each_cells_done_records_in_folder_order(tmp_path)
     assert paper.finished_cells(tmp_path / "none") == {}
 
 
+def test_oracle_runs_gathers_each_variants_records_in_folder_order(tmp_path):
+    for folder, error in (("a", 0.6), ("b", 0.7)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "oracle.json").write_text(json.dumps({"variants": {
+            "R": {"error_pct": error, "seed": folder}, **({"none": {"error_pct": 0.8}}
+                                                          if folder == "a" else {})}}))
+    (tmp_path / "empty").mkdir()  # a seed folder without oracle records
+    runs = paper.oracle_runs(tmp_path / "b", tmp_path / "empty", tmp_path / "a")
+    assert [r["seed"] for r in runs["R"]] == ["b", "a"]
+    assert runs["none"] == [{"error_pct": 0.8}] and paper.oracle_runs() == {}
+    (tmp_path / "b" / "oracle.json").write_text('{"runs": []}')
+    with pytest.raises(ValueError, match=r"b.oracle.json is not a readable oracle.json .*"
+                                         r"run benchmarks/oracle.py again"):
+        paper.oracle_runs(tmp_path / "a", tmp_path / "b")
+
+
 def test_errors():
     with pytest.raises(ValueError, match="classifier"):
         PaperNet("rnn")
