@@ -145,10 +145,12 @@ def _move_checkpoint(cell: str, trained: Path, results: Path) -> Path:
     """Move a finished cell's kept checkpoint from its own folder to
     ``results/checkpoints/`` (copied to a temporary file there, then renamed: an
     interruption leaves the old file or the new one, never half of one). As with
-    ``stnlib paper --force``, a checkpoint of an earlier run of the cell is replaced; its
-    record stays in ``table1.json`` under ``"earlier"``."""
+    ``stnlib paper --force``, a checkpoint of an earlier run of the cell is moved to
+    ``checkpoints/earlier/`` first (:func:`stnlib.paper.set_aside_checkpoint`); its record
+    stays in ``table1.json`` under ``"earlier"``."""
     name = f"{_slug(cell)}.pt"
     source, target = trained / "checkpoints" / name, results / "checkpoints" / name
+    paper.set_aside_checkpoint(target)
     atomic_write(target, "wb", lambda f: f.write(source.read_bytes()))
     source.unlink()
     return target

@@ -871,7 +871,9 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     A resumable training checkpoint lives in ``results_dir/runs/`` while the cell trains
     (an interrupted cell continues where it stopped) and is removed when it is done;
     with ``keep_checkpoint`` the trained weights are saved to
-    ``results_dir/checkpoints/<model>_<variant>.pt`` (small: weights only).
+    ``results_dir/checkpoints/<model>_<variant>.pt`` (small: weights only, and a ``"run"``
+    entry naming the run: cell, error, epochs, seed, finishing time); a checkpoint of an
+    earlier run there is moved to ``checkpoints/earlier/`` (:func:`set_aside_checkpoint`).
     """
     from stnlib.checkpoint import save_checkpoint
     from stnlib.data import mnist
@@ -909,11 +911,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     start = time.perf_counter()
     accuracy = evaluate(model, test_set)
     eval_s = time.perf_counter() - start
-    if keep_checkpoint:
-        model.to("cpu", memory_format=torch.contiguous_format)
-        save_checkpoint(Path(results_dir) / "checkpoints" / f"{name}.pt", model)
-    run_path.unlink(missing_ok=True)
-    return {
+    record = {
         "status": "done", "error_pct": round(100 * (1 - accuracy), 3),
         "paper_error_pct": PAPER_ERROR[cell], "model": ROW_NAMES[model_key],
         "variant": variant, "seed": budget.seed, "epochs": budget.epochs,
@@ -937,6 +935,50 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         "torch": torch.__version__, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                   time.gmtime()),
     }
+    if keep_checkpoint:
+        model.to("cpu", memory_format=torch.contiguous_format)
+        kept = Path(results_dir) / "checkpoints" / f"{name}.pt"
+        set_aside_checkpoint(kept)  # an earlier run's weights are moved, never overwritten
+        save_checkpoint(kept, model, run={"cell": cell, **{k: record[k] for k in KEPT_RUN_KEYS}})
+    run_path.unlink(missing_ok=True)
+    return record
+
+
+#: What a kept checkpoint says of the run that trained it (its ``"run"`` entry).
+KEPT_RUN_KEYS = ("error_pct", "epochs", "seed", "finished_utc")
+
+
+def set_aside_checkpoint(path: str | Path) -> Path | None:
+    """Move a kept checkpoint that a new run of its cell is about to replace out of the way,
+    to ``checkpoints/earlier/<stamp>/<name>.pt`` beside it; returns where it went (None when
+    there is no file at ``path``).
+
+    ``<stamp>`` is the finishing time of the run that trained it (``2026-11-26T15-01-01Z``,
+    from the checkpoint's ``"run"`` entry, which :func:`run_cell` writes), or for a
+    checkpoint saved before checkpoints carried one, ``replaced-`` and the time now. The
+    name stays ``<model>_<variant>.pt``, so ``benchmarks/draws.py`` and
+    :func:`checkpoint_cell` read it as before. A file that is no readable checkpoint is set
+    aside too, with the time now (it is not ours to delete).
+    """
+    from stnlib.checkpoint import CheckpointError, read_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        finished = read_checkpoint(path).get("run", {}).get("finished_utc")
+    except (CheckpointError, AttributeError):
+        finished = None
+    stamp = (str(finished).replace(":", "-") if finished else
+             "replaced-" + time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime()))
+    folder = path.parent / "earlier" / stamp
+    target, k = folder / path.name, 1
+    while target.exists():  # the same run set aside twice (a copy of it came back)
+        k += 1
+        target = path.parent / "earlier" / f"{stamp}-{k}" / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path.replace(target)  # a rename: the file is whole in one place or the other
+    return target
 
 
 def _where(record: dict[str, Any]) -> str:
@@ -1125,7 +1167,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="results folder (default: results/, or runs/paper-fast/ in fast "
                              "mode)")
     parser.add_argument("--keep-checkpoints", default=None,
-                        help="cells whose trained weights to save to <results>/checkpoints/")
+                        help="cells whose trained weights to save to <results>/checkpoints/ "
+                             "(one there from an earlier run moves to checkpoints/earlier/)")
     parser.add_argument("--force", action="store_true", help="retrain cells already done")
     parser.add_argument("--fast", action="store_true",
                         help="tiny budget through the same code path (also STNLIB_FAST=1)")

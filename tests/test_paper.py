@@ -215,6 +215,47 @@ def test_fast_end_to_end_one_cell_resumable(mnist, tmp_path):
     assert f"| stcnn-proj/E | {record['error_pct']:.2f} (1), " in table
 
 
+def test_a_kept_checkpoint_replaced_by_a_forced_run_is_set_aside(mnist, tmp_path):
+    from stnlib.checkpoint import read_checkpoint
+
+    budget, keep = fast_budget(), ("cnn/E",)
+    first = paper.run(["cnn/E"], budget, tmp_path, progress=False,
+                      keep_checkpoints=keep)["cells"]["cnn/E"]
+    kept = tmp_path / "checkpoints" / "cnn_E.pt"
+    assert read_checkpoint(kept)["run"] == {"cell": "cnn/E",
+                                            **{k: first[k] for k in paper.KEPT_RUN_KEYS}}
+    weights = kept.read_bytes()
+    longer = dataclasses.replace(budget, epochs=2)
+    second = paper.run(["cnn/E"], longer, tmp_path, progress=False, force=True,
+                       keep_checkpoints=keep)["cells"]["cnn/E"]
+    stamp = first["finished_utc"].replace(":", "-")  # 2026-11-26T15-01-01Z
+    aside = tmp_path / "checkpoints" / "earlier" / stamp / "cnn_E.pt"
+    assert aside.read_bytes() == weights  # the first run's weights, untouched
+    assert read_checkpoint(kept)["run"]["epochs"] == 2 == second["epochs"]
+    assert second["earlier"][0]["finished_utc"] == first["finished_utc"]
+    assert paper.checkpoint_cell(aside) == "cnn/E" and isinstance(load_checkpoint(aside),
+                                                                   PaperNet)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == ["cnn_E.pt"]
+    # the same run set aside twice (a copy came back): a second folder, nothing overwritten
+    twice = tmp_path / "twice" / "cnn_E.pt"
+    twice.parent.mkdir()
+    for _ in range(2):
+        twice.write_bytes(weights)
+        paper.set_aside_checkpoint(twice)
+    assert sorted(p.parent.name for p in (twice.parent / "earlier").glob("*/cnn_E.pt")) == [
+        stamp, f"{stamp}-2"]
+    # older checkpoints carry no "run"; a file that is no checkpoint is not deleted either
+    for payload in (b"not a checkpoint", None):
+        if payload is None:
+            save_checkpoint(twice, load_checkpoint(kept))  # an stnlib checkpoint, no run
+            payload = twice.read_bytes()
+        else:
+            twice.write_bytes(payload)
+        moved = paper.set_aside_checkpoint(twice)
+        assert moved.parent.name.startswith("replaced-") and moved.read_bytes() == payload
+        assert not twice.exists() and paper.set_aside_checkpoint(twice) is None
+
+
 def test_an_interrupted_cell_resumes_and_its_record_says_where(mnist, tmp_path, monkeypatch):
     import stnlib.train
 

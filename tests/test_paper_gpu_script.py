@@ -23,6 +23,18 @@ def test_step_seconds_of_a_calibration_too_short_to_time_is_not_zero(script):
     assert script.step_seconds({"train_s": 12.0, "steps": 400}) == pytest.approx(0.03)
 
 
+def test_a_moved_checkpoint_sets_an_earlier_one_aside(script, tmp_path):
+    trained, results = tmp_path / "train", tmp_path / "results"
+    for folder, text in ((trained, b"new weights"), (results, b"old weights")):
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "cnn_R.pt").write_bytes(text)
+    target = script._move_checkpoint("cnn/R", trained, results)
+    assert target.read_bytes() == b"new weights"
+    assert not (trained / "checkpoints" / "cnn_R.pt").exists()
+    [aside] = (results / "checkpoints" / "earlier").glob("*/cnn_R.pt")
+    assert aside.read_bytes() == b"old weights"
+
+
 def test_calibrates_then_trains_each_cell_into_one_results_file(script, tmp_path, capsys):
     results, work = tmp_path / "results", tmp_path / "work"
     rc = script.main(["--device", "cpu", "--cells", "fcn/R,cnn/R", "--budget-s", "300",
