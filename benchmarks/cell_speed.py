@@ -19,11 +19,15 @@ Projected: a step's time x 937 steps an epoch (60,000 digits, batch 64) x the ep
 Profiles (``stnlib.train.CPU_PROFILES``): ``native`` (this CPU's own kernels) and ``avx2``
 (ATen, oneDNN and MKL held to AVX2, the instructions of the CPU the committed table's
 affine R cell was trained on). Both give valid training; they round differently, so a
-run's weights depend on the profile. On the project's AMD EPYC (AVX-512), with one
-thread, AVX2 kernels made the ST-CNN steps up to 12% faster and the CNN steps 5 to 15%
-slower; with two threads the differences were inside the noise.
+run's weights depend on the profile. A profile with ``+fold`` (``native+fold``) builds the
+models with ``conv_grad="fold"`` (``stnlib paper --conv-grad fold``: the CNN classifier's
+first convolution computes its input gradient as a matrix product and a fold,
+:mod:`stnlib.conv`), to compare with the same kernels without it. On the project's AMD
+EPYC (AVX-512), with one thread, AVX2 kernels made the ST-CNN steps up to 12% faster and
+the CNN steps 5 to 15% slower; with two threads the differences were inside the noise.
 
     python benchmarks/cell_speed.py --cells 'stcnn-*/R,cnn/R' --threads 1 2
+    python benchmarks/cell_speed.py --cells 'stcnn-*/R' --profiles native native+fold
 
 Writes the records to ``--out`` (a JSON file, replaced) and prints them.
 ``results/cell_speed.json`` holds every CNN and ST-CNN cell (the default ``--cells``),
@@ -57,15 +61,27 @@ BATCH_SIZE, LR, TRAIN_IMAGES = 64, 0.002, 60000
 TARGET_S = 15 * 60
 
 
+#: What a profile may add to its kernels: ``+fold`` (paper.CONV_GRADS' "fold").
+SUFFIXES = ("", "+fold")
+PROFILES = [kernels + suffix for suffix in SUFFIXES for kernels in CPU_PROFILES]
+
+
+def split_profile(profile: str) -> tuple[str, str]:
+    """``"avx2+fold"`` -> ``("avx2", "fold")``: its kernels (a :data:`CPU_PROFILES` key) and
+    the models' ``conv_grad``."""
+    kernels, plus, _ = profile.partition("+")
+    return kernels, "fold" if plus else "native"
+
+
 def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
-                  train_size: int | None = None) -> float:
+                  train_size: int | None = None, conv_grad: str = "native") -> float:
     """Wall seconds of ``steps`` training steps of ``cell`` (the table's recipe, from
     scratch, no test), start-up included."""
     from stnlib.data import mnist
     from stnlib.distort import train_transform
     from stnlib.train import fit
 
-    model = paper.cell_model(cell, seed=0)
+    model = paper.cell_model(cell, seed=0, conv_grad=conv_grad)
     train_set = mnist(train=True)
     if train_size is not None:
         train_set = train_set.subset(train_size)
@@ -79,10 +95,10 @@ def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
 def _worker(args: argparse.Namespace) -> int:
     import torch
 
-    short = train_seconds(args.cells, args.warmup, epochs=args.epochs,
-                          threads=args.threads[0], train_size=args.train_size)
-    long = train_seconds(args.cells, args.warmup + args.steps, epochs=args.epochs,
-                         threads=args.threads[0], train_size=args.train_size)
+    common = dict(epochs=args.epochs, threads=args.threads[0], train_size=args.train_size,
+                  conv_grad=args.conv_grad)
+    short = train_seconds(args.cells, args.warmup, **common)
+    long = train_seconds(args.cells, args.warmup + args.steps, **common)
     args.worker.write_text(json.dumps({
         "step_s": max(long - short, 0.0) / args.steps,
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}))
@@ -94,11 +110,12 @@ def measure(cell: str, profile: str, threads: int, epochs: int, args: argparse.N
     """A step's seconds of ``cell`` (one-cycle over ``epochs``) in a fresh process under
     ``profile`` (its variables set before torch loads)."""
     out = folder / f"{cell.replace('/', '_')}-{profile}-{threads}.json"
-    env = profile_environment(profile)
+    kernels, conv_grad = split_profile(profile)
+    env = profile_environment(kernels)
     env.pop("STNLIB_FAST", None)  # the measured steps are the real ones
     command = [sys.executable, __file__, "--worker", str(out), "--cells", cell,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(threads), "--epochs", str(epochs)]
+               "--threads", str(threads), "--epochs", str(epochs), "--conv-grad", conv_grad]
     if args.train_size is not None:
         command += ["--train-size", str(args.train_size)]
     if subprocess.run(command, env=env).returncode != 0:
@@ -119,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="patterns as for `stnlib paper` (default: every CNN and ST-CNN "
                              "cell)")
     parser.add_argument("--profiles", nargs="+", default=["native", "avx2"],
-                        choices=list(CPU_PROFILES), help="kernels to compare (first: the "
-                                                         "reference of the ratios)")
+                        choices=PROFILES, help="kernels to compare, '+fold' for the models "
+                                               "with --conv-grad fold (first: the "
+                                               "reference of the ratios)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=200, help="timed steps a measurement")
     parser.add_argument("--repeat", type=int, default=3,
@@ -135,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the first N training digits (default: all 60,000; for tests)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--conv-grad", default="native", choices=paper.CONV_GRADS,
+                        help=argparse.SUPPRESS)  # the worker's: from its profile
     args = parser.parse_args(argv)
     try:
         check_positive(args, "steps", "repeat", "warmup", "epochs", "train_size")
@@ -179,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                         "projected_train_s": {p: round(s) for p, s in projected.items()},
                         "within_15_min": {p: s <= TARGET_S for p, s in projected.items()},
                         **({"table": table[cell]} if cell in table else {}),
-                        "env": {p: CPU_PROFILES[p] for p in args.profiles},
+                        "env": {p: CPU_PROFILES[split_profile(p)[0]]
+                                for p in args.profiles},
+                        **({"conv_grad": {p: split_profile(p)[1] for p in args.profiles}}
+                           if any("+" in p for p in args.profiles) else {}),
                         "steps_timed": args.steps, "cpu": cpu})
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)

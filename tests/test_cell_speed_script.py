@@ -62,6 +62,29 @@ def test_epochs_come_from_the_table_or_the_option(script, mnist, tmp_path, capsy
     assert record["epochs"] == 1 and "table" not in record and record["over_native"] == {}
 
 
+def test_a_fold_profile_trains_the_models_with_conv_grad_fold(script, mnist, tmp_path, capsys,
+                                                            monkeypatch):
+    built = []
+    real = paper.cell_model
+    monkeypatch.setattr(paper, "cell_model",
+                        lambda *a, **k: built.append(k.get("conv_grad")) or real(*a, **k))
+    assert script.split_profile("avx2+fold") == ("avx2", "fold")
+    assert script.split_profile("native") == ("native", "native")
+    # the worker (here in this process, as measure() runs it in a fresh one)
+    out = tmp_path / "worker.json"
+    assert script.main(["--worker", str(out), "--cells", "stcnn-aff/R", "--steps", "1",
+                        "--warmup", "1", "--threads", "1", "--epochs", "1", "--train-size",
+                        "128", "--conv-grad", "fold"]) == 0
+    assert built == ["fold", "fold"] and json.loads(out.read_text())["step_s"] >= 0
+    assert script.main(["--cells", "stcnn-aff/R", "--epochs", "1", "--threads", "1", "--steps",
+                        "1", "--warmup", "1", "--train-size", "128", "--repeat", "1",
+                        "--profiles", "native", "native+fold"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["conv_grad"] == {"native": "native", "native+fold": "fold"}
+    assert record["env"] == {"native": {}, "native+fold": {}}
+    assert set(record["over_native"]) == {"native+fold"}
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--threads", "0"], "--threads must be positive counts"),
     (["--steps", "0"], "--steps must be positive"),

@@ -167,6 +167,43 @@ def test_oracle_runs_gathers_each_variants_records_in_folder_order(tmp_path):
         paper.oracle_runs(tmp_path / "a", tmp_path / "b")
 
 
+def test_conv_grad_fold_builds_the_same_model_with_a_faster_first_convolution():
+    from stnlib.conv import FoldGradConv2d
+
+    native, fold = cell_model("stcnn-aff/R"), cell_model("stcnn-aff/R", conv_grad="fold")
+    assert type(native.classifier[0]) is torch.nn.Conv2d
+    assert type(fold.classifier[0]) is FoldGradConv2d
+    assert all(type(m) is not FoldGradConv2d for m in fold.localisation.modules())
+    state = native.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in fold.state_dict().items())  # same init
+    assert "conv_grad" not in native.config and fold.config["conv_grad"] == "fold"
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(native(x), fold(x))
+    for model in (native, fold):
+        model(x).logsumexp(1).sum().backward()
+    for (name, a), b in zip(native.named_parameters(), fold.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="conv_grad must be one of"):
+        cell_model("stcnn-aff/R", conv_grad="fast")
+    with pytest.raises(ValueError, match="an FCN has no convolutions"):
+        cell_model("stfcn-aff/R", conv_grad="fold")
+
+
+def test_a_cell_trained_with_conv_grad_fold_says_so(mnist, tmp_path):
+    from stnlib.conv import FoldGradConv2d
+
+    budget = dataclasses.replace(fast_budget(), conv_grad="fold")
+    record = paper.run(["stcnn-aff/R"], budget, tmp_path, progress=False,
+                       keep_checkpoints=("stcnn-aff/R",))["cells"]["stcnn-aff/R"]
+    assert record["conv_grad"] == "fold"
+    model = load_checkpoint(tmp_path / "checkpoints" / "stcnn-aff_R.pt")
+    assert isinstance(model.classifier[0], FoldGradConv2d)
+    plain = paper.run(["stcnn-aff/R"], fast_budget(), tmp_path / "plain",
+                      progress=False)["cells"]["stcnn-aff/R"]
+    assert "conv_grad" not in plain  # the table's records, as before
+    assert abs(plain["final_train_loss"] - record["final_train_loss"]) < 1e-3
+
+
 def test_errors():
     with pytest.raises(ValueError, match="classifier"):
         PaperNet("rnn")
