@@ -9,11 +9,13 @@ gradient is one matrix product and a ``fold`` (col2im)::
 
     grad_input = fold(W^T @ grad_output)    W: (C_out, k*k), grad_output: (B, C_out, L)
 
-about 4 ms there. :class:`FoldGradConv2d` is an ``nn.Conv2d`` whose backward does that when
-it has one input channel (and ``groups=1``); its forward is ``F.conv2d`` unchanged, so a
-model computes exactly what it did, and its gradients agree with ``nn.Conv2d``'s to float
-rounding (a different order of the same sums). With more input channels the fold is slower
-than the usual kernel, and the layer is a plain ``nn.Conv2d``.
+about 4 ms there (with two threads about 10 ms against 3: torch's ``fold`` runs on one
+thread, oneDNN's kernel on both). :class:`FoldGradConv2d` is an ``nn.Conv2d`` whose
+backward does that when it has one input channel (and ``groups=1``); its forward is
+``F.conv2d`` unchanged, so a model computes exactly what it did, and its gradients agree
+with ``nn.Conv2d``'s to float rounding (a different order of the same sums). With more
+input channels the fold is slower than the usual kernel, and the layer is a plain
+``nn.Conv2d``.
 
 ``python -m stnlib paper --conv-grad fold`` builds the Table 1 models with it
 (``benchmarks/cell_speed.py`` measures what it saves).

@@ -183,7 +183,8 @@ class PaperNet(nn.Module):
             ``"large"`` (:data:`LOC_SIZES`); models with a transformer only.
         conv_grad: ``"native"`` (default) or ``"fold"``: how the CNN classifier's first
             convolution computes its input gradient (:data:`CONV_GRADS`). The same model
-            and forward; ``"fold"`` trains an ST-CNN about 1.4 times faster on a CPU.
+            and forward; with ``"fold"`` an ST-CNN step on R takes about 0.7 times as
+            long on a CPU with one thread (``benchmarks/cell_speed.py``).
 
     Shapes: ``forward(input (N, 1, S, S) in [0, 1]) -> logits (N, 10)``;
     ``rectify(input) -> (N, 1, output_size, output_size)``, the transformer's output;
