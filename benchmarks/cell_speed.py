@@ -37,6 +37,9 @@ project's CPU with nothing else running (about 60 minutes)::
     python benchmarks/cell_speed.py \\
         --cells 'stcnn-*/R,stcnn-*/RTS,stcnn-*/E,stcnn-aff/TC,cnn/R,cnn/RTS'
     python benchmarks/cell_speed.py --cells 'stcnn-*/P,cnn/P,cnn/E,cnn/TC'
+
+``results/cell_speed_fold.json`` compares ``native`` with ``native+fold`` on the R, RTS
+and TC ST-CNN cells (commands in ``results/conv-grad-fold/README.md``).
 """
 
 from __future__ import annotations
