@@ -39,7 +39,10 @@ A turn curriculum (``turn_ramp``, ``--turn-ramp F``; ours, not the paper's) trai
 RTS with turns that widen from none to the full range over the first ``F`` of the steps
 (:class:`stnlib.distort.TrainTransform`). ``sigma_px`` (``--sigma-px``; P and E) trains
 and tests with another spread of the corner or control-point offsets than the paper's 5 and
-1.5 pixels, to measure how hard a variant is at other strengths.
+1.5 pixels, to measure how hard a variant is at other strengths. ``conv_grad="fold"``
+(``--conv-grad fold``) has the CNN classifier's first convolution compute its input
+gradient as a matrix product and a fold (:mod:`stnlib.conv`): the same model, faster
+training on a CPU; the table's cells use torch's kernel.
 
 Command line: ``python -m stnlib paper --cells 'stcnn-*/R,cnn/R' --epochs 30``.
 """
