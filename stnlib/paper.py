@@ -954,7 +954,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         **({"turn_ramp": budget.turn_ramp} if budget.turn_ramp else {}),
         **({"sigma_px": transform.sigma_px} if transform.sigma_px is not None else {}),
         "sampler": budget.sampler,
-        "threads": budget.threads, "device": _device_name(device),
+        "threads": budget.threads, "device": device_name(device),
         **history.trained_on(),
         "train_s": round(history.train_s, 1),
         **({"resumed": history.segments} if len(history.segments) > 1 else {}),
@@ -1021,7 +1021,7 @@ def _where(record: dict[str, Any]) -> str:
     return device
 
 
-def _device_name(device: str) -> str:
+def device_name(device: str) -> str:
     """``"cpu"``, or ``"cuda (NVIDIA H200)"``: what ``table1.json`` records."""
     if torch.device(device).type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
