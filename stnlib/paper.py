@@ -30,9 +30,13 @@ distortions are drawn afresh for every batch (``train_transform``); test sets ar
 Where our reading may differ from the paper: its ST-CNN localisation network may start
 with a 2x2 max-pool of the input and have no hidden fully connected layer, and for RTS / TC
 it may keep the transformer's output at the input size and average-pool it by 2 before the
-classifier; we resample straight to 28x28 instead. Its convolutions may be zero-padded:
-``padding="same"`` (``--padding same``) builds that CNN (a 7x7x32 map before the last
-layer instead of 2x2x32) for comparison; the table's cells use ``"valid"``.
+classifier; we resample straight to 28x28 instead. ``loc_pool=2`` (``--loc-pool 2``) builds
+the first of these for the RTS and TC canvases (the localisation network reads the 42x42 or
+60x60 input max-pooled to 21x21 or 30x30; a 28x28 input is too small to pool): the same
+classifier, a step in 0.5 to 0.7 of the time on a CPU; the table's cells use ``1``. Its
+convolutions may be zero-padded: ``padding="same"`` (``--padding same``) builds that CNN
+(a 7x7x32 map before the last layer instead of 2x2x32) for comparison; the table's cells
+use ``"valid"``.
 
 How far a trained transformer undoes the turns of R and RTS: :func:`remaining_turn`.
 A turn curriculum (``turn_ramp``, ``--turn-ramp F``; ours, not the paper's) trains R and
@@ -148,6 +152,10 @@ def _cnn(side: int, outputs: int, padding: str = "valid",
     )
 
 
+#: The smallest side the localisation CNN reads (after ``loc_pool``): its two 5x5
+#: convolutions, each followed by a 2x2 max-pool, leave a 1x1 map at 16 (4x4 at 28).
+LOC_MIN_SIDE = 16
+
 #: Widths of the localisation network: FCN hidden units, or CNN (conv 1, conv 2, hidden).
 #: "standard" is the table's (our reading of the appendix); "large" is an option of ours,
 #: to ask whether a stronger localisation network undoes more of a distortion.
@@ -157,12 +165,17 @@ LOC_SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-def _localisation(kind: str, side: int, outputs: int, size: str = "standard") -> nn.Sequential:
+def _localisation(kind: str, side: int, outputs: int, size: str = "standard",
+                  pool: int = 1) -> nn.Sequential:
+    # pool > 1: the network reads the input max-pooled by ``pool`` (a side of side // pool).
+    first_layers: list[nn.Module] = [nn.MaxPool2d(pool)] if pool > 1 else []
+    side //= pool
     if kind == "fcn":
-        return _fcn(side, LOC_SIZES[size]["fcn"], outputs)
+        return nn.Sequential(*first_layers, *_fcn(side, LOC_SIZES[size]["fcn"], outputs))
     first, second, hidden = LOC_SIZES[size]["cnn"]
     out = _conv_side(_conv_side(side, 5), 5)
     return nn.Sequential(
+        *first_layers,
         nn.Conv2d(1, first, 5), nn.MaxPool2d(2), nn.ReLU(),
         nn.Conv2d(first, second, 5), nn.MaxPool2d(2), nn.ReLU(),
         nn.Flatten(), nn.Linear(second * out * out, hidden), nn.ReLU(),
@@ -184,6 +197,10 @@ class PaperNet(nn.Module):
             2x2x32 map before the last layer at 28x28) or ``"same"`` (7x7x32).
         loc_size: the localisation network's widths, ``"standard"`` (default) or
             ``"large"`` (:data:`LOC_SIZES`); models with a transformer only.
+        loc_pool: the localisation network reads the input max-pooled by this factor
+            (default 1: the input itself; 2 is our other reading of the appendix for the
+            RTS and TC canvases: a step in 0.5 to 0.7 of the time on a CPU). Its
+            convolutional network needs a pooled side of at least :data:`LOC_MIN_SIDE`.
         conv_grad: ``"native"`` (default) or ``"fold"``: how the CNN classifier's first
             convolution computes its input gradient (:data:`CONV_GRADS`). The same model
             and forward; with ``"fold"`` an ST-CNN step on R takes about 0.7 times as
@@ -198,7 +215,8 @@ class PaperNet(nn.Module):
     def __init__(self, classifier: str = "cnn", transformer: str | None = None,
                  input_size: int = 28, output_size: int = 28, sampler: str = "stnlib",
                  seed: int | None = 0, padding: str = "valid",
-                 loc_size: str = "standard", conv_grad: str = "native") -> None:
+                 loc_size: str = "standard", conv_grad: str = "native",
+                 loc_pool: int = 1) -> None:
         super().__init__()
         if classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
@@ -221,6 +239,17 @@ class PaperNet(nn.Module):
         if loc_size != "standard" and transformer is None:
             raise ValueError(f"loc_size={loc_size!r} sizes the localisation network; a model "
                              "without a spatial transformer has none (leave it 'standard')")
+        if isinstance(loc_pool, bool) or not isinstance(loc_pool, int) or loc_pool < 1:
+            raise ValueError(f"loc_pool must be a whole number >= 1, got {loc_pool!r}")
+        if loc_pool != 1 and transformer is None:
+            raise ValueError(f"loc_pool={loc_pool} pools the localisation network's input; a "
+                             "model without a spatial transformer has none (leave it 1)")
+        if loc_pool != 1 and classifier == "cnn" and int(input_size) // loc_pool < LOC_MIN_SIDE:
+            raise ValueError(
+                f"loc_pool={loc_pool} leaves the localisation network a "
+                f"{int(input_size) // loc_pool}x{int(input_size) // loc_pool} input; its two "
+                f"5x5 convolutions and 2x2 pools need at least {LOC_MIN_SIDE}x{LOC_MIN_SIDE} "
+                f"(28x28 inputs: loc_pool 1; RTS 42x42 and TC 60x60 take 2)")
         if int(input_size) < 28 or int(output_size) < 28:
             raise ValueError(f"input_size and output_size must be >= 28 pixels, got "
                              f"{input_size} and {output_size}")
@@ -233,6 +262,8 @@ class PaperNet(nn.Module):
             self.config["loc_size"] = loc_size
         if conv_grad != "native":  # the same
             self.config["conv_grad"] = conv_grad
+        if loc_pool != 1:  # the same
+            self.config["loc_pool"] = loc_pool
         self.transformer, self.sampler = transformer, sampler
         self.input_size = int(input_size)
         side = int(output_size) if transformer else int(input_size)
@@ -240,7 +271,7 @@ class PaperNet(nn.Module):
         with seeded_init(seed):
             if transformer:
                 self.localisation = _localisation(classifier, self.input_size,
-                                                  TRANSFORMERS[transformer], loc_size)
+                                                  TRANSFORMERS[transformer], loc_size, loc_pool)
                 identity_init_(self.localisation[-1], identity_params(transformer))
             self.classifier = (_fcn(side, 64, 10) if classifier == "fcn"
                                else _cnn(side, 10, padding, conv_grad))
@@ -341,7 +372,7 @@ def select_cells(patterns: str | None, option: str = "--cells") -> list[str]:
 
 def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0,
                padding: str = "valid", loc_size: str = "standard",
-               conv_grad: str = "native") -> PaperNet:
+               conv_grad: str = "native", loc_pool: int = 1) -> PaperNet:
     """The untrained model of a cell, e.g. ``cell_model("stcnn-tps/RTS")``."""
     from stnlib.distort import OUTPUT_SIZE
 
@@ -351,7 +382,7 @@ def cell_model(cell: str, sampler: str = "stnlib", seed: int = 0,
     classifier, transformer = MODELS[model]
     return PaperNet(classifier, transformer, input_size=OUTPUT_SIZE[variant], output_size=28,
                     sampler=sampler, seed=seed, padding=padding, loc_size=loc_size,
-                    conv_grad=conv_grad)
+                    conv_grad=conv_grad, loc_pool=loc_pool)
 
 
 def distorted_test_set(variant: str, size: int | None = None, sigma_px: float | None = None,
@@ -599,6 +630,7 @@ class Budget:
     padding: str = "valid"  # the CNN classifier's convolutions (PADDINGS)
     loc_size: str = "standard"  # the localisation network's widths (LOC_SIZES)
     conv_grad: str = "native"  # the CNN's first convolution's input gradient (CONV_GRADS)
+    loc_pool: int = 1  # the localisation network reads the input max-pooled by this
     turn_ramp: float = 0.0  # R, RTS: turns widen from 0 to full over this share of the steps
     sigma_px: float | None = None  # P, E: the offsets' spread in pixels (None: the paper's)
     schedule: str = "onecycle"
@@ -859,9 +891,12 @@ def markdown_table(results: dict[str, Any]) -> str:
         r = cells.get(cell, {})
         if r.get("status") != "done":
             continue
+        pooled = (f" (localisation net reads the input pooled by {r['loc_pool']})"
+                  if "loc_pool" in r else "")
         lines.append(
             f"| {cell}{' (same-padded CNN)' if r.get('padding') == 'same' else ''}"
             f"{' (' + r['loc_size'] + ' localisation net)' if 'loc_size' in r else ''}"
+            f"{pooled}"
             f"{' (offsets sigma ' + str(r['sigma_px']) + ' px)' if 'sigma_px' in r else ''} | "
             f"{r['error_pct']:.2f} | {r['paper_error_pct']} | {r['train_images']} | "
             f"{r['epochs']} | "
@@ -911,7 +946,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     device = check_device(budget.device)
     try:  # the cell's options, checked before MNIST loads
         model = cell_model(cell, budget.sampler, budget.seed, budget.padding, budget.loc_size,
-                           budget.conv_grad)
+                           budget.conv_grad, budget.loc_pool)
         transform = train_transform(variant, budget.turn_ramp, budget.sigma_px)
     except ValueError as error:
         raise ValueError(f"cell {cell}: {error}") from None
@@ -951,6 +986,7 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
         **({"padding": budget.padding} if budget.padding != "valid" else {}),
         **({"loc_size": budget.loc_size} if budget.loc_size != "standard" else {}),
         **({"conv_grad": budget.conv_grad} if budget.conv_grad != "native" else {}),
+        **({"loc_pool": budget.loc_pool} if budget.loc_pool != 1 else {}),
         **({"turn_ramp": budget.turn_ramp} if budget.turn_ramp else {}),
         **({"sigma_px": transform.sigma_px} if transform.sigma_px is not None else {}),
         "sampler": budget.sampler,
@@ -1123,6 +1159,7 @@ def _main(args: argparse.Namespace) -> int:
                  train_size=args.train_size, test_size=args.test_size)
     budget = replace(base, seed=args.seed, sampler=args.sampler, threads=args.threads,
                      padding=args.padding, loc_size=args.loc_size, conv_grad=args.conv_grad,
+                     loc_pool=args.loc_pool,
                      device=check_device(args.device),
                      **{k: v for k, v in given.items() if v is not None})
     results_dir = Path(args.results or (_FAST_RESULTS if fast else "results"))
@@ -1185,6 +1222,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="how the CNN classifier's first convolution computes its input "
                              "gradient: 'native' (default, torch's kernel) or 'fold' (a "
                              "matrix product and a fold: the same model, faster on a CPU)")
+    parser.add_argument("--loc-pool", type=int, default=1,
+                        help="ST models: the localisation network reads the input max-pooled "
+                             "by this factor (default 1: the input itself; 2 for the RTS and "
+                             "TC canvases: a step in 0.5 to 0.7 of the time)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="stnlib",
                         help="'torch' is the opt-in fast path (same result within 1e-5)")

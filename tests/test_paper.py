@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import time
@@ -877,6 +878,7 @@ def test_same_padding_keeps_the_classifier_map_7x7_and_round_trips(tmp_path):
 @pytest.mark.parametrize("cell, option, value, mark", [
     ("cnn/R", "padding", "same", "(same-padded CNN)"),
     ("stcnn-aff/R", "loc_size", "large", "(large localisation net)"),
+    ("stcnn-tps/RTS", "loc_pool", 2, "(localisation net reads the input pooled by 2)"),
 ])
 def test_cli_model_options_are_used_recorded_and_shown(tmp_path, cell, option, value, mark):
     import argparse
@@ -885,7 +887,7 @@ def test_cli_model_options_are_used_recorded_and_shown(tmp_path, cell, option, v
     paper.add_cli(parser.add_subparsers())
     args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", cell,
                               "--results", str(tmp_path), f"--{option.replace('_', '-')}",
-                              value, "--keep-checkpoints", cell])
+                              str(value), "--keep-checkpoints", cell])
     assert args.func(args) == 0
     record = paper.load_results(tmp_path)["cells"][cell]
     assert record[option] == value and record["parameters"] == sum(
@@ -921,6 +923,67 @@ def test_large_localisation_network_widens_only_the_localisation_and_round_trips
         cell_model("cnn/R", loc_size="large")
     with pytest.raises(ValueError, match="loc_size must be one of"):
         PaperNet("cnn", "aff", loc_size="huge")
+
+
+def test_pooled_localisation_network_reads_the_max_pooled_input_and_round_trips(tmp_path):
+    plain = cell_model("stcnn-aff/RTS", sampler="torch")
+    pooled = cell_model("stcnn-aff/RTS", sampler="torch", loc_pool=2)
+    layers = [m for m in pooled.localisation if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    widths = [(m.in_channels, m.out_channels) if isinstance(m, torch.nn.Conv2d)
+              else (m.in_features, m.out_features) for m in layers]
+    assert widths == [(1, 20), (20, 20), (20 * 2 * 2, 50), (50, 6)]  # 42 -> 21 -> 8 -> 2
+    for a, b in zip(plain.classifier.state_dict().values(),
+                    pooled.classifier.state_dict().values(), strict=True):
+        assert a.shape == b.shape  # the classifier is the table's
+    assert "loc_pool" not in plain.config and pooled.config["loc_pool"] == 2
+    torch.manual_seed(0)
+    images = torch.rand(3, 1, 42, 42)
+    torch.testing.assert_close(pooled.warp_params(images),  # the identity at the start
+                               paper.identity_params("aff").expand(3, -1))
+    for model in (plain, pooled):  # a trained-looking last layer
+        torch.nn.init.normal_(model.localisation[-1].weight, std=0.1)
+    # Only the largest pixel of each 2x2 block reaches the network: the others may change.
+    blocks = torch.nn.functional.max_pool2d(images, 2, return_indices=True)[1]
+    keep = torch.zeros(3, 1, 42 * 42).scatter_(2, blocks.flatten(2), 1).view_as(images)
+    dimmed = images * keep + 0.5 * images * (1 - keep)
+    torch.testing.assert_close(pooled.warp_params(dimmed), pooled.warp_params(images))
+    assert not torch.allclose(plain.warp_params(dimmed), plain.warp_params(images))
+    save_checkpoint(tmp_path / "pooled.pt", pooled)
+    loaded = load_checkpoint(tmp_path / "pooled.pt")
+    assert loaded.config == pooled.config
+    torch.testing.assert_close(loaded(images), pooled(images))
+    assert cell_model("stcnn-aff/TC", loc_pool=2).localisation[-3].in_features == 20 * 4 * 4
+    fcn = cell_model("stfcn-proj/RTS", loc_pool=2)
+    assert fcn.localisation[2].in_features == 21 * 21  # pool, flatten, linear
+    assert fcn(images).shape == (3, 10)
+
+
+@pytest.mark.parametrize("cell, loc_pool, message", [
+    ("stcnn-aff/R", 2, "loc_pool=2 leaves the localisation network a 14x14 input; its two "
+                       "5x5 convolutions and 2x2 pools need at least 16x16"),
+    ("stcnn-aff/TC", 4, "loc_pool=4 leaves the localisation network a 15x15 input"),
+    ("cnn/RTS", 2, "loc_pool=2 pools the localisation network's input; a model without a "
+                   "spatial transformer has none"),
+    ("stcnn-aff/RTS", 0, "loc_pool must be a whole number >= 1, got 0"),
+    ("stcnn-aff/RTS", 1.5, "loc_pool must be a whole number >= 1, got 1.5"),
+    ("stcnn-aff/RTS", True, "loc_pool must be a whole number >= 1, got True"),
+])
+def test_loc_pool_errors_name_the_problem(cell, loc_pool, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cell_model(cell, loc_pool=loc_pool)
+
+
+def test_cli_loc_pool_too_large_for_a_28_pixel_input(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "stcnn-aff/R",
+                              "--results", str(tmp_path), "--loc-pool", "2"])
+    assert args.func(args) == 2
+    assert "error: cell stcnn-aff/R: loc_pool=2 leaves the localisation network a 14x14 " \
+        "input" in capsys.readouterr().err
+    assert not (tmp_path / "table1.json").exists()
 
 
 def test_cli_loc_size_needs_a_transformer(tmp_path, capsys):
