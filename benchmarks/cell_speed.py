@@ -9,7 +9,12 @@ them: ``benchmarks/rounding.py``). This script measures each cell alone: in a fr
 process per (cell, profile, threads) it trains the table's recipe (Adam, one-cycle, batch
 64, fresh distortions every batch) for ``--warmup`` steps, then again for ``--warmup`` +
 ``--steps`` steps; the difference of the two wall times over ``--steps`` is the time a
-step (start-up, loading and the first slow steps cancel). The profiles take turns,
+step (start-up, loading and the first slow steps cancel). As a real run does, the worker
+first distorts the cell's fixed test set (records with ``"test_set_first": true``): before
+that change (``cell_speed.json``, ``cell_speed_fold.json``) a fresh process allocated
+fresh pages every step, and its projections read longer than real runs took (R with
+``--conv-grad fold``: 12.1 minutes projected, 10.3 trained; RTS with ``--loc-pool 2``: about
+1.5 times). The profiles take turns,
 ``--repeat`` times, and the median counts: on this shared 2-core machine the same
 measurement taken again has differed by up to 20% (more with 2 threads), so one
 measurement's ratio of two profiles means little, the ratios over many cells more.
@@ -22,7 +27,9 @@ affine R cell was trained on). Both give valid training; they round differently,
 run's weights depend on the profile. A profile with ``+fold`` (``native+fold``) builds the
 models with ``conv_grad="fold"`` (``stnlib paper --conv-grad fold``: the CNN classifier's
 first convolution computes its input gradient as a matrix product and a fold,
-:mod:`stnlib.conv`), to compare with the same kernels without it. On the project's AMD
+:mod:`stnlib.conv`), one with ``+pool2`` with ``loc_pool=2`` (``--loc-pool 2``: the
+localisation network reads the input max-pooled by 2; RTS and TC cells only), to compare
+with the same kernels without them. On the project's AMD
 EPYC (AVX-512), with one thread, AVX2 kernels made the ST-CNN steps up to 12% faster and
 the CNN steps 5 to 15% slower; with two threads the differences were inside the noise.
 
@@ -39,7 +46,9 @@ project's CPU with nothing else running (about 60 minutes)::
     python benchmarks/cell_speed.py --cells 'stcnn-*/P,cnn/P,cnn/E,cnn/TC'
 
 ``results/cell_speed_fold.json`` compares ``native`` with ``native+fold`` on the R, RTS
-and TC ST-CNN cells (commands in ``results/conv-grad-fold/README.md``).
+and TC ST-CNN cells (commands in ``results/conv-grad-fold/README.md``);
+``results/cell_speed_pool.json`` ``native+fold`` with ``native+fold+pool2`` on the RTS and
+TC ones (``results/loc-pool/README.md``).
 """
 
 from __future__ import annotations
@@ -64,27 +73,31 @@ BATCH_SIZE, LR, TRAIN_IMAGES = 64, 0.002, 60000
 TARGET_S = 15 * 60
 
 
-#: What a profile may add to its kernels: ``+fold`` (paper.CONV_GRADS' "fold").
-SUFFIXES = ("", "+fold")
+#: What a profile may add to its kernels, and the model options (of
+#: :func:`stnlib.paper.cell_model`) each addition sets.
+MODEL_OPTIONS: dict[str, dict[str, Any]] = {"fold": {"conv_grad": "fold"},
+                                            "pool2": {"loc_pool": 2}}
+SUFFIXES = ("", "+fold", "+pool2", "+fold+pool2")
 PROFILES = [kernels + suffix for suffix in SUFFIXES for kernels in CPU_PROFILES]
 
 
-def split_profile(profile: str) -> tuple[str, str]:
-    """``"avx2+fold"`` -> ``("avx2", "fold")``: its kernels (a :data:`CPU_PROFILES` key) and
-    the models' ``conv_grad``."""
-    kernels, plus, _ = profile.partition("+")
-    return kernels, "fold" if plus else "native"
+def split_profile(profile: str) -> tuple[str, dict[str, Any]]:
+    """``"avx2+fold+pool2"`` -> ``("avx2", {"conv_grad": "fold", "loc_pool": 2})``: its
+    kernels (a :data:`CPU_PROFILES` key) and the options its models are built with."""
+    kernels, *additions = profile.split("+")
+    return kernels, {k: v for a in additions for k, v in MODEL_OPTIONS[a].items()}
 
 
 def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
-                  train_size: int | None = None, conv_grad: str = "native") -> float:
+                  train_size: int | None = None, conv_grad: str = "native",
+                  loc_pool: int = 1) -> float:
     """Wall seconds of ``steps`` training steps of ``cell`` (the table's recipe, from
     scratch, no test), start-up included."""
     from stnlib.data import mnist
     from stnlib.distort import train_transform
     from stnlib.train import fit
 
-    model = paper.cell_model(cell, seed=0, conv_grad=conv_grad)
+    model = paper.cell_model(cell, seed=0, conv_grad=conv_grad, loc_pool=loc_pool)
     train_set = mnist(train=True)
     if train_size is not None:
         train_set = train_set.subset(train_size)
@@ -98,8 +111,13 @@ def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
 def _worker(args: argparse.Namespace) -> int:
     import torch
 
+    # A cell distorts its fixed test set before it trains (stnlib paper): its large
+    # tensors, made and freed, raise glibc's mmap threshold, and the steps after it run
+    # without fresh pages for every batch. Without it, a step measured in a fresh process
+    # took about 1.5 times as long as in a real run (RTS with loc_pool=2, two threads).
+    paper.distorted_test_set(args.cells.split("/")[1], args.train_size)
     common = dict(epochs=args.epochs, threads=args.threads[0], train_size=args.train_size,
-                  conv_grad=args.conv_grad)
+                  conv_grad=args.conv_grad, loc_pool=args.loc_pool)
     short = train_seconds(args.cells, args.warmup, **common)
     long = train_seconds(args.cells, args.warmup + args.steps, **common)
     args.worker.write_text(json.dumps({
@@ -113,12 +131,14 @@ def measure(cell: str, profile: str, threads: int, epochs: int, args: argparse.N
     """A step's seconds of ``cell`` (one-cycle over ``epochs``) in a fresh process under
     ``profile`` (its variables set before torch loads)."""
     out = folder / f"{cell.replace('/', '_')}-{profile}-{threads}.json"
-    kernels, conv_grad = split_profile(profile)
+    kernels, options = split_profile(profile)
     env = profile_environment(kernels)
     env.pop("STNLIB_FAST", None)  # the measured steps are the real ones
     command = [sys.executable, __file__, "--worker", str(out), "--cells", cell,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(threads), "--epochs", str(epochs), "--conv-grad", conv_grad]
+               "--threads", str(threads), "--epochs", str(epochs),
+               "--conv-grad", options.get("conv_grad", "native"),
+               "--loc-pool", str(options.get("loc_pool", 1))]
     if args.train_size is not None:
         command += ["--train-size", str(args.train_size)]
     if subprocess.run(command, env=env).returncode != 0:
@@ -140,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                              "cell)")
     parser.add_argument("--profiles", nargs="+", default=["native", "avx2"],
                         choices=PROFILES, help="kernels to compare, '+fold' for the models "
-                                               "with --conv-grad fold (first: the "
-                                               "reference of the ratios)")
+                                               "with --conv-grad fold, '+pool2' with "
+                                               "--loc-pool 2 (first: the reference of the "
+                                               "ratios)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=200, help="timed steps a measurement")
     parser.add_argument("--repeat", type=int, default=3,
@@ -158,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--conv-grad", default="native", choices=paper.CONV_GRADS,
                         help=argparse.SUPPRESS)  # the worker's: from its profile
+    parser.add_argument("--loc-pool", type=int, default=1, help=argparse.SUPPRESS)  # the same
     args = parser.parse_args(argv)
     try:
         check_positive(args, "steps", "repeat", "warmup", "epochs", "train_size")
@@ -166,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker is not None:
             return _worker(args)
         cells = paper.select_cells(args.cells)
+        for cell in cells:  # a profile's options must fit every cell (loc_pool: not R)
+            for profile in args.profiles:
+                try:
+                    paper.cell_model(cell, **split_profile(profile)[1])
+                except ValueError as error:
+                    raise ValueError(f"cell {cell}, profile {profile}: {error}") from None
         table = {} if args.epochs else table_epochs(args.results)
         missing = [c for c in cells if c not in table and not args.epochs]
         if missing:
@@ -204,9 +232,11 @@ def main(argv: list[str] | None = None) -> int:
                         **({"table": table[cell]} if cell in table else {}),
                         "env": {p: CPU_PROFILES[split_profile(p)[0]]
                                 for p in args.profiles},
-                        **({"conv_grad": {p: split_profile(p)[1] for p in args.profiles}}
-                           if any("+" in p for p in args.profiles) else {}),
-                        "steps_timed": args.steps, "cpu": cpu})
+                        **{option: {p: split_profile(p)[1].get(option, default)
+                                    for p in args.profiles}
+                           for option, default in (("conv_grad", "native"), ("loc_pool", 1))
+                           if any(option in split_profile(p)[1] for p in args.profiles)},
+                        "steps_timed": args.steps, "test_set_first": True, "cpu": cpu})
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -68,8 +68,8 @@ def test_a_fold_profile_trains_the_models_with_conv_grad_fold(script, mnist, tmp
     real = paper.cell_model
     monkeypatch.setattr(paper, "cell_model",
                         lambda *a, **k: built.append(k.get("conv_grad")) or real(*a, **k))
-    assert script.split_profile("avx2+fold") == ("avx2", "fold")
-    assert script.split_profile("native") == ("native", "native")
+    assert script.split_profile("avx2+fold") == ("avx2", {"conv_grad": "fold"})
+    assert script.split_profile("native") == ("native", {})
     # the worker (here in this process, as measure() runs it in a fresh one)
     out = tmp_path / "worker.json"
     assert script.main(["--worker", str(out), "--cells", "stcnn-aff/R", "--steps", "1",
@@ -82,7 +82,40 @@ def test_a_fold_profile_trains_the_models_with_conv_grad_fold(script, mnist, tmp
     (record,) = json.loads(capsys.readouterr().out)
     assert record["conv_grad"] == {"native": "native", "native+fold": "fold"}
     assert record["env"] == {"native": {}, "native+fold": {}}
-    assert set(record["over_native"]) == {"native+fold"}
+    assert set(record["over_native"]) == {"native+fold"} and "loc_pool" not in record
+
+
+def test_a_pool2_profile_pools_the_localisation_input_of_rts_and_tc_cells_only(
+        script, mnist, tmp_path, capsys, monkeypatch):
+    built = []
+    real = paper.cell_model
+    monkeypatch.setattr(paper, "cell_model",
+                        lambda *a, **k: built.append(k.get("loc_pool")) or real(*a, **k))
+    tested, real_test = [], paper.distorted_test_set  # a real run's test set comes first
+    monkeypatch.setattr(paper, "distorted_test_set",
+                        lambda *a: tested.append((a, len(built))) or real_test(*a))
+    assert script.split_profile("native+fold+pool2") == (
+        "native", {"conv_grad": "fold", "loc_pool": 2})
+    out = tmp_path / "worker.json"
+    assert script.main(["--worker", str(out), "--cells", "stcnn-aff/RTS", "--steps", "1",
+                        "--warmup", "1", "--threads", "1", "--epochs", "1", "--train-size",
+                        "128", "--loc-pool", "2"]) == 0
+    assert built == [2, 2] and json.loads(out.read_text())["step_s"] >= 0
+    assert tested == [(("RTS", 128), 0)]  # before any model was built
+    assert script.main(["--cells", "stcnn-aff/RTS", "--epochs", "1", "--threads", "1",
+                        "--steps", "1", "--warmup", "1", "--train-size", "128", "--repeat", "1",
+                        "--profiles", "native+fold", "native+fold+pool2"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["loc_pool"] == {"native+fold": 1, "native+fold+pool2": 2}
+    assert record["conv_grad"] == {"native+fold": "fold", "native+fold+pool2": "fold"}
+    assert set(record["over_native+fold"]) == {"native+fold+pool2"}
+    assert record["test_set_first"] is True
+    # an R cell's 28x28 input is too small to pool: said before anything is measured
+    assert script.main(["--cells", "stcnn-aff/RTS,stcnn-aff/R", "--epochs", "1",
+                        "--profiles", "native", "native+pool2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cell stcnn-aff/R, profile native+pool2: loc_pool=2 leaves "
+                          "the localisation network a 14x14 input") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(("argv", "message"), [
