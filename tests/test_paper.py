@@ -973,29 +973,21 @@ def test_loc_pool_errors_name_the_problem(cell, loc_pool, message):
         cell_model(cell, loc_pool=loc_pool)
 
 
-def test_cli_loc_pool_too_large_for_a_28_pixel_input(tmp_path, capsys):
+@pytest.mark.parametrize("cell, option, message", [
+    ("cnn/R", ["--loc-size", "large"], "loc_size='large' sizes the localisation network"),
+    ("stcnn-aff/R", ["--loc-pool", "2"], "loc_pool=2 leaves the localisation network a 14x14 "
+                                         "input"),
+])
+def test_cli_model_option_errors_come_before_training(tmp_path, capsys, cell, option, message):
     import argparse
 
     parser = argparse.ArgumentParser()
     paper.add_cli(parser.add_subparsers())
-    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "stcnn-aff/R",
-                              "--results", str(tmp_path), "--loc-pool", "2"])
+    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", cell,
+                              "--results", str(tmp_path), *option])
     assert args.func(args) == 2
-    assert "error: cell stcnn-aff/R: loc_pool=2 leaves the localisation network a 14x14 " \
-        "input" in capsys.readouterr().err
+    assert f"error: cell {cell}: {message}" in capsys.readouterr().err
     assert not (tmp_path / "table1.json").exists()
-
-
-def test_cli_loc_size_needs_a_transformer(tmp_path, capsys):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    paper.add_cli(parser.add_subparsers())
-    args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", "cnn/R",
-                              "--results", str(tmp_path), "--loc-size", "large"])
-    assert args.func(args) == 2
-    assert "error: cell cnn/R: loc_size='large' sizes the localisation network" in \
-        capsys.readouterr().err
 
 
 def test_cli_label_smoothing_is_used_recorded_and_shown(tmp_path, capsys):
