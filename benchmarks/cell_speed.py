@@ -77,6 +77,8 @@ TARGET_S = 15 * 60
 #: :func:`stnlib.paper.cell_model`) each addition sets.
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {"fold": {"conv_grad": "fold"},
                                             "pool2": {"loc_pool": 2}}
+#: Those options when a profile does not set them (cell_model's defaults, the table's).
+OPTION_DEFAULTS: dict[str, Any] = {"conv_grad": "native", "loc_pool": 1}
 SUFFIXES = ("", "+fold", "+pool2", "+fold+pool2")
 PROFILES = [kernels + suffix for suffix in SUFFIXES for kernels in CPU_PROFILES]
 
@@ -132,13 +134,13 @@ def measure(cell: str, profile: str, threads: int, epochs: int, args: argparse.N
     ``profile`` (its variables set before torch loads)."""
     out = folder / f"{cell.replace('/', '_')}-{profile}-{threads}.json"
     kernels, options = split_profile(profile)
+    options = {**OPTION_DEFAULTS, **options}
     env = profile_environment(kernels)
     env.pop("STNLIB_FAST", None)  # the measured steps are the real ones
     command = [sys.executable, __file__, "--worker", str(out), "--cells", cell,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--threads", str(threads), "--epochs", str(epochs),
-               "--conv-grad", options.get("conv_grad", "native"),
-               "--loc-pool", str(options.get("loc_pool", 1))]
+               "--conv-grad", options["conv_grad"], "--loc-pool", str(options["loc_pool"])]
     if args.train_size is not None:
         command += ["--train-size", str(args.train_size)]
     if subprocess.run(command, env=env).returncode != 0:
@@ -177,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the first N training digits (default: all 60,000; for tests)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--conv-grad", default="native", choices=paper.CONV_GRADS,
-                        help=argparse.SUPPRESS)  # the worker's: from its profile
-    parser.add_argument("--loc-pool", type=int, default=1, help=argparse.SUPPRESS)  # the same
+    parser.add_argument("--conv-grad", default=OPTION_DEFAULTS["conv_grad"],
+                        choices=paper.CONV_GRADS, help=argparse.SUPPRESS)  # the worker's
+    parser.add_argument("--loc-pool", type=int, default=OPTION_DEFAULTS["loc_pool"],
+                        help=argparse.SUPPRESS)  # the same
     args = parser.parse_args(argv)
     try:
         check_positive(args, "steps", "repeat", "warmup", "epochs", "train_size")
@@ -188,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker is not None:
             return _worker(args)
         cells = paper.select_cells(args.cells)
+        options = {p: split_profile(p)[1] for p in args.profiles}
         for cell in cells:  # a profile's options must fit every cell (loc_pool: not R)
             for profile in args.profiles:
                 try:
-                    paper.cell_model(cell, **split_profile(profile)[1])
+                    paper.cell_model(cell, **options[profile])
                 except ValueError as error:
                     raise ValueError(f"cell {cell}, profile {profile}: {error}") from None
         table = {} if args.epochs else table_epochs(args.results)
@@ -232,10 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                         **({"table": table[cell]} if cell in table else {}),
                         "env": {p: CPU_PROFILES[split_profile(p)[0]]
                                 for p in args.profiles},
-                        **{option: {p: split_profile(p)[1].get(option, default)
+                        **{option: {p: options[p].get(option, default)
                                     for p in args.profiles}
-                           for option, default in (("conv_grad", "native"), ("loc_pool", 1))
-                           if any(option in split_profile(p)[1] for p in args.profiles)},
+                           for option, default in OPTION_DEFAULTS.items()
+                           if any(option in options[p] for p in args.profiles)},
                         "steps_timed": args.steps, "test_set_first": True, "cpu": cpu})
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
