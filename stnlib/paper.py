@@ -925,6 +925,20 @@ def save_results(results: dict[str, Any], results_dir: str | Path) -> None:
     atomic_write_text(markdown_table(results), md_path)
 
 
+def cell_parts(cell: str, budget: Budget) -> tuple[PaperNet, Any]:
+    """The untrained model of ``cell`` and its training distortion under ``budget``'s
+    options; an option the cell cannot take is a ValueError that names the cell."""
+    from stnlib.distort import train_transform
+
+    try:
+        model = cell_model(cell, budget.sampler, budget.seed, budget.padding, budget.loc_size,
+                           budget.conv_grad, budget.loc_pool)
+        transform = train_transform(cell.split("/")[1], budget.turn_ramp, budget.sigma_px)
+    except ValueError as error:
+        raise ValueError(f"cell {cell}: {error}") from None
+    return model, transform
+
+
 def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
              progress: bool | str = True,
              keep_checkpoint: bool = False) -> dict[str, Any]:
@@ -939,17 +953,11 @@ def run_cell(cell: str, budget: Budget, results_dir: str | Path, *,
     """
     from stnlib.checkpoint import save_checkpoint
     from stnlib.data import mnist
-    from stnlib.distort import train_transform
     from stnlib.train import evaluate, fit
 
     model_key, variant = cell.split("/")
     device = check_device(budget.device)
-    try:  # the cell's options, checked before MNIST loads
-        model = cell_model(cell, budget.sampler, budget.seed, budget.padding, budget.loc_size,
-                           budget.conv_grad, budget.loc_pool)
-        transform = train_transform(variant, budget.turn_ramp, budget.sigma_px)
-    except ValueError as error:
-        raise ValueError(f"cell {cell}: {error}") from None
+    model, transform = cell_parts(cell, budget)  # the cell's options, checked before MNIST loads
     model = model.to(device)
     train_set = mnist(train=True)
     if budget.train_size is not None:
@@ -1121,7 +1129,10 @@ def run(cells: list[str], budget: Budget, results_dir: str | Path, *, force: boo
     processes can train *different* cells into the same folder: each record is written
     under the file's lock (:func:`editing_results`), so they keep each other's results.
     The same cell run twice into one folder at once stops the second run with
-    :class:`stnlib.checkpoint.CheckpointInUseError`."""
+    :class:`stnlib.checkpoint.CheckpointInUseError`. Every cell's options are checked
+    before the first one trains (and before anything is written)."""
+    for cell in cells:
+        cell_parts(cell, budget)
     for cell in cells:
         with _cell_lock(cell, results_dir):
             if load_results(results_dir)["cells"][cell].get("status") == "done" and not force:
@@ -1167,6 +1178,8 @@ def _main(args: argparse.Namespace) -> int:
     keep: tuple[str, ...] = ()
     if args.keep_checkpoints:
         keep = tuple(select_cells(args.keep_checkpoints, "--keep-checkpoints"))
+    for cell in cells:  # every cell's options, before the first one trains
+        cell_parts(cell, budget)
     done = load_results(results_dir)["cells"]
     for cell in cells:
         if done[cell].get("status") == "done" and not args.force:

@@ -977,6 +977,7 @@ def test_loc_pool_errors_name_the_problem(cell, loc_pool, message):
     ("cnn/R", ["--loc-size", "large"], "loc_size='large' sizes the localisation network"),
     ("stcnn-aff/R", ["--loc-pool", "2"], "loc_pool=2 leaves the localisation network a 14x14 "
                                          "input"),
+    ("stcnn-aff/RTS,stcnn-aff/R", ["--loc-pool", "2"], "loc_pool=2 leaves"),  # RTS not trained
 ])
 def test_cli_model_option_errors_come_before_training(tmp_path, capsys, cell, option, message):
     import argparse
@@ -986,8 +987,17 @@ def test_cli_model_option_errors_come_before_training(tmp_path, capsys, cell, op
     args = parser.parse_args(["paper", "--fast", "--no-progress", "--cells", cell,
                               "--results", str(tmp_path), *option])
     assert args.func(args) == 2
-    assert f"error: cell {cell}: {message}" in capsys.readouterr().err
-    assert not (tmp_path / "table1.json").exists()
+    assert f"error: cell {cell.split(',')[-1]}: {message}" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written, not even an empty runs/ folder
+
+
+def test_run_checks_every_cells_options_before_the_first_trains(tmp_path):
+    from dataclasses import replace
+
+    budget = replace(paper.fast_budget(), loc_pool=2)  # fine for RTS, not for R
+    with pytest.raises(ValueError, match="cell stcnn-aff/R: loc_pool=2 leaves"):
+        paper.run(["stcnn-aff/RTS", "stcnn-aff/R"], budget, tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())  # the RTS cell did not train first
 
 
 def test_cli_label_smoothing_is_used_recorded_and_shown(tmp_path, capsys):
