@@ -8,10 +8,12 @@ import math
 import pytest
 import torch
 
+from stnlib.bench.distort import sampled_tc
 from stnlib.distort import (
     OUTPUT_SIZE,
     RANGES,
     VARIANTS,
+    _place,
     distort,
     distort_dataset,
     distortion_grid,
@@ -143,6 +145,26 @@ def test_tc_digit_at_shift_plus_clutter_from_other_digits():
         assert out[n, 0, y + 4:y + 24, x + 4:x + 24].min() == 1.0  # the digit, exactly moved
     clutter = out.sum((1, 2, 3)) - 400
     assert (clutter > 0).all() and (clutter <= 6 * 36).all()
+
+
+def test_tc_places_the_digit_as_the_sampler_would_on_its_grid():
+    images = _digits(32, seed=5)
+    placed, params = distort(images, "TC", torch.Generator().manual_seed(2), return_params=True)
+    # without the clutter: the digit itself, exactly, at 16 + shift, and nothing else
+    plain = _place(images, params["shift"])
+    for n in range(32):
+        x, y = (params["shift"][n] + 16).long().tolist()
+        assert torch.equal(plain[n, 0, y:y + 28, x:x + 28], images[n, 0])
+    assert plain.sum() == images.sum()
+    # what sampling TC's grid gives (bilinear weights of 0 and 1, up to float rounding)
+    sampled = grid_sample(images, distortion_grid("TC", params).float(), align_corners=False)
+    torch.testing.assert_close(plain, sampled, atol=1e-5, rtol=0)
+    # and the whole canvas, clutter included, as the sampler route makes it
+    torch.testing.assert_close(placed, sampled_tc(images, params), atol=1e-5, rtol=0)
+    assert placed.dtype == images.dtype
+    doubles = distort(images.double(), "TC", torch.Generator().manual_seed(2))
+    assert doubles.dtype == torch.float64
+    torch.testing.assert_close(doubles.float(), placed)
 
 
 def test_distort_dataset_is_fixed_by_seed():

@@ -340,6 +340,18 @@ def test_ink_kept_and_parameters_of_the_fixed_test_sets(mnist):
     assert images[kept < 0.8].mean() < images[kept > 0.99].mean()
 
 
+def test_tc_test_set_is_the_same_placed_or_sampled(mnist):
+    """Table 1's TC cells were tested before ``distort`` placed TC's digit instead of
+    sampling its whole-pixel shift: the stored (uint8) test set is the same either way."""
+    from stnlib.bench.distort import sampled_tc
+
+    test, placed, params = paper._distorted_test("TC", 1000)  # one batch of 1000
+    sampled = sampled_tc(test.float_images(), params)
+    assert 0 < (placed - sampled).abs().max() < 1e-5  # the sampler's float rounding
+    assert torch.equal(paper._stored(placed), paper._stored(sampled))
+    assert torch.equal(paper._stored(placed), paper.distorted_test_set("TC", 1000).images)
+
+
 def test_oracle_test_set_is_the_stored_test_set_undone(mnist):
     from stnlib.data import mnist as load
     from stnlib.distort import undo

@@ -1,4 +1,4 @@
-"""Benchmarks that print JSON: ``python -m stnlib bench {sampler,train}``.
+"""Benchmarks that print JSON: ``python -m stnlib bench {sampler,train,distort}``.
 
 Each benchmark is a module here with a ``run(args) -> list[dict]`` and an
 ``add_arguments(parser)``; every result is printed as one JSON line, so a run can
@@ -14,11 +14,13 @@ import json
 import os
 
 from stnlib.checkpoint import atomic_write_text
+from stnlib.train import _cli_errors
 
 # name -> module holding add_arguments() and run()
 BENCHMARKS: dict[str, str] = {
     "sampler": "stnlib.bench.sampler",
     "train": "stnlib.bench.train",
+    "distort": "stnlib.bench.distort",
 }
 
 
@@ -43,7 +45,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         module = importlib.import_module(module_name)
         parser = which.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         module.add_arguments(parser)
-        parser.set_defaults(func=_runner(module))
+        # a bad option (``--cases 28x28``): one ``error:`` line, exit status 2
+        parser.set_defaults(func=_cli_errors(_runner(module)))
 
 
 def _runner(module):
