@@ -29,7 +29,9 @@ models with ``conv_grad="fold"`` (``stnlib paper --conv-grad fold``: the CNN cla
 first convolution computes its input gradient as a matrix product and a fold,
 :mod:`stnlib.conv`), one with ``+pool2`` with ``loc_pool=2`` (``--loc-pool 2``: the
 localisation network reads the input max-pooled by 2; RTS and TC cells only), to compare
-with the same kernels without them. On the project's AMD
+with the same kernels without them; ``native+fold+pool2+sampled`` makes TC's training
+batches through the sampler, as ``stnlib.distort`` did before it placed TC's digit (TC
+cells only). On the project's AMD
 EPYC (AVX-512), with one thread, AVX2 kernels made the ST-CNN steps up to 12% faster and
 the CNN steps 5 to 15% slower; with two threads the differences were inside the noise.
 
@@ -48,7 +50,8 @@ project's CPU with nothing else running (about 60 minutes)::
 ``results/cell_speed_fold.json`` compares ``native`` with ``native+fold`` on the R, RTS
 and TC ST-CNN cells (commands in ``results/conv-grad-fold/README.md``);
 ``results/cell_speed_pool.json`` ``native+fold`` with ``native+fold+pool2`` on the RTS and
-TC ones (``results/loc-pool/README.md``).
+TC ones (``results/loc-pool/README.md``); ``results/tc-place/cell_speed.json`` the pooled TC
+cell with its digit placed and sampled (``results/tc-place/README.md``).
 """
 
 from __future__ import annotations
@@ -73,13 +76,16 @@ BATCH_SIZE, LR, TRAIN_IMAGES = 64, 0.002, 60000
 TARGET_S = 15 * 60
 
 
-#: What a profile may add to its kernels, and the model options (of
-#: :func:`stnlib.paper.cell_model`) each addition sets.
+#: What a profile may add to its kernels, and the options of :func:`train_seconds` each
+#: addition sets: the model's (of :func:`stnlib.paper.cell_model`) and, for TC cells,
+#: ``tc_route``: ``"sampler"`` makes the training batches through the sampler
+#: (:func:`stnlib.bench.distort.sampled_tc`, the route before ``distort`` placed TC's digit).
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {"fold": {"conv_grad": "fold"},
-                                            "pool2": {"loc_pool": 2}}
+                                            "pool2": {"loc_pool": 2},
+                                            "sampled": {"tc_route": "sampler"}}
 #: Those options when a profile does not set them (cell_model's defaults, the table's).
-OPTION_DEFAULTS: dict[str, Any] = {"conv_grad": "native", "loc_pool": 1}
-SUFFIXES = ("", "+fold", "+pool2", "+fold+pool2")
+OPTION_DEFAULTS: dict[str, Any] = {"conv_grad": "native", "loc_pool": 1, "tc_route": "placed"}
+SUFFIXES = ("", "+fold", "+pool2", "+fold+pool2", "+fold+pool2+sampled")
 PROFILES = [kernels + suffix for suffix in SUFFIXES for kernels in CPU_PROFILES]
 
 
@@ -90,23 +96,45 @@ def split_profile(profile: str) -> tuple[str, dict[str, Any]]:
     return kernels, {k: v for a in additions for k, v in MODEL_OPTIONS[a].items()}
 
 
+def _sampled_tc(images, generator):
+    """TC's training batch through the sampler (``tc_route="sampler"``)."""
+    from stnlib.bench.distort import sampled_tc
+    from stnlib.distort import draw_params
+
+    return sampled_tc(images, draw_params("TC", images.shape[0], generator))
+
+
+def _check_tc_route(cell: str, tc_route: str) -> None:
+    if tc_route != "placed" and not cell.endswith("/TC"):
+        raise ValueError(f"tc_route={tc_route!r} times TC's batches through the sampler; "
+                         "only TC cells have them")
+
+
+def check_options(cell: str, options: dict[str, Any]) -> None:
+    """A ValueError if ``cell`` cannot take ``options`` (loc_pool on R, tc_route off TC)."""
+    paper.cell_model(cell, **{k: v for k, v in options.items() if k != "tc_route"})
+    _check_tc_route(cell, options.get("tc_route", "placed"))
+
+
 def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
                   train_size: int | None = None, conv_grad: str = "native",
-                  loc_pool: int = 1) -> float:
+                  loc_pool: int = 1, tc_route: str = "placed") -> float:
     """Wall seconds of ``steps`` training steps of ``cell`` (the table's recipe, from
     scratch, no test), start-up included."""
     from stnlib.data import mnist
     from stnlib.distort import train_transform
     from stnlib.train import fit
 
+    _check_tc_route(cell, tc_route)
     model = paper.cell_model(cell, seed=0, conv_grad=conv_grad, loc_pool=loc_pool)
     train_set = mnist(train=True)
     if train_size is not None:
         train_set = train_set.subset(train_size)
+    transform = _sampled_tc if tc_route == "sampler" else train_transform(cell.split("/")[1])
     start = time.perf_counter()
     fit(model, train_set, None, epochs=epochs, batch_size=BATCH_SIZE, lr=LR, optimizer="adam",
         schedule="onecycle", seed=0, progress=False, max_steps=steps,
-        train_transform=train_transform(cell.split("/")[1]), threads=threads)
+        train_transform=transform, threads=threads)
     return time.perf_counter() - start
 
 
@@ -119,7 +147,7 @@ def _worker(args: argparse.Namespace) -> int:
     # took about 1.5 times as long as in a real run (RTS with loc_pool=2, two threads).
     paper.distorted_test_set(args.cells.split("/")[1], args.train_size)
     common = dict(epochs=args.epochs, threads=args.threads[0], train_size=args.train_size,
-                  conv_grad=args.conv_grad, loc_pool=args.loc_pool)
+                  conv_grad=args.conv_grad, loc_pool=args.loc_pool, tc_route=args.tc_route)
     short = train_seconds(args.cells, args.warmup, **common)
     long = train_seconds(args.cells, args.warmup + args.steps, **common)
     args.worker.write_text(json.dumps({
@@ -140,7 +168,8 @@ def measure(cell: str, profile: str, threads: int, epochs: int, args: argparse.N
     command = [sys.executable, __file__, "--worker", str(out), "--cells", cell,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--threads", str(threads), "--epochs", str(epochs),
-               "--conv-grad", options["conv_grad"], "--loc-pool", str(options["loc_pool"])]
+               "--conv-grad", options["conv_grad"], "--loc-pool", str(options["loc_pool"]),
+               "--tc-route", options["tc_route"]]
     if args.train_size is not None:
         command += ["--train-size", str(args.train_size)]
     if subprocess.run(command, env=env).returncode != 0:
@@ -163,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", nargs="+", default=["native", "avx2"],
                         choices=PROFILES, help="kernels to compare, '+fold' for the models "
                                                "with --conv-grad fold, '+pool2' with "
-                                               "--loc-pool 2 (first: the reference of the "
-                                               "ratios)")
+                                               "--loc-pool 2, '+sampled' with TC's batches "
+                                               "through the sampler (first: the reference "
+                                               "of the ratios)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=200, help="timed steps a measurement")
     parser.add_argument("--repeat", type=int, default=3,
@@ -183,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=paper.CONV_GRADS, help=argparse.SUPPRESS)  # the worker's
     parser.add_argument("--loc-pool", type=int, default=OPTION_DEFAULTS["loc_pool"],
                         help=argparse.SUPPRESS)  # the same
+    parser.add_argument("--tc-route", default=OPTION_DEFAULTS["tc_route"],
+                        choices=("placed", "sampler"), help=argparse.SUPPRESS)  # the same
     args = parser.parse_args(argv)
     try:
         check_positive(args, "steps", "repeat", "warmup", "epochs", "train_size")
@@ -195,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         for cell in cells:  # a profile's options must fit every cell (loc_pool: not R)
             for profile in args.profiles:
                 try:
-                    paper.cell_model(cell, **options[profile])
+                    check_options(cell, options[profile])
                 except ValueError as error:
                     raise ValueError(f"cell {cell}, profile {profile}: {error}") from None
         table = {} if args.epochs else table_epochs(args.results)

@@ -118,6 +118,32 @@ def test_a_pool2_profile_pools_the_localisation_input_of_rts_and_tc_cells_only(
                           "the localisation network a 14x14 input") and err.count("\n") == 1
 
 
+def test_a_sampled_profile_makes_tc_batches_through_the_sampler(script, mnist, tmp_path,
+                                                                capsys, monkeypatch):
+    from stnlib.bench import distort as bench_distort
+
+    routed = []
+    real = bench_distort.sampled_tc
+    monkeypatch.setattr(bench_distort, "sampled_tc",
+                        lambda images, params: routed.append(images.shape) or real(images, params))
+    assert script.split_profile("native+fold+pool2+sampled") == (
+        "native", {"conv_grad": "fold", "loc_pool": 2, "tc_route": "sampler"})
+    common = ["--cells", "stcnn-aff/TC", "--steps", "1", "--warmup", "1", "--threads", "1",
+              "--epochs", "1", "--train-size", "128"]
+    assert script.main(["--worker", str(tmp_path / "a.json"), *common]) == 0
+    assert routed == []  # the placed digit, as distort makes it
+    assert script.main(["--worker", str(tmp_path / "b.json"), *common, "--tc-route",
+                        "sampler"]) == 0
+    assert routed == [(64, 1, 28, 28)] * 3  # 1 + (1 + 1) steps, each batch through the sampler
+    # refused for a cell without TC's batches, before anything is measured
+    assert script.main(["--cells", "stcnn-aff/TC,stcnn-aff/RTS", "--epochs", "1",
+                        "--profiles", "native+fold+pool2", "native+fold+pool2+sampled"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cell stcnn-aff/RTS, profile native+fold+pool2+sampled: "
+                          "tc_route='sampler' times TC's batches through the sampler; only "
+                          "TC cells have them") and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--threads", "0"], "--threads must be positive counts"),
     (["--steps", "0"], "--steps must be positive"),
