@@ -12,6 +12,8 @@ import argparse
 import importlib
 import json
 import os
+import time
+from collections.abc import Callable
 
 from stnlib.checkpoint import atomic_write_text
 from stnlib.train import _cli_errors
@@ -56,6 +58,22 @@ def _runner(module):
         return 0
 
     return run
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, runs: str = "timed runs") -> None:
+    """``--repeat``, ``--warmup``, ``--threads`` and ``--clock``, as every benchmark here
+    times: the median of ``--repeat`` runs after ``--warmup`` untimed ones."""
+    parser.add_argument("--repeat", type=int, default=30, help=f"{runs} (median)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: stable on a shared machine)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: process CPU time (robust to other load); wall: perf_counter")
+
+
+def clock(args: argparse.Namespace) -> Callable[[], float]:
+    """``--clock``'s seconds: this process's CPU time (``cpu``) or ``perf_counter`` (``wall``)."""
+    return time.process_time if args.clock == "cpu" else time.perf_counter
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:

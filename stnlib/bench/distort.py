@@ -22,24 +22,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-from stnlib.bench import check_positive
+from stnlib.bench import add_timing_arguments, check_positive, clock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", default="R,RTS,P,E,TC",
                         help="comma-separated variants (default: all five)")
     parser.add_argument("--batch", type=int, default=64, help="digits a batch (default 64)")
-    parser.add_argument("--repeat", type=int, default=30, help="timed runs (median)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: stable on a shared machine)")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="cpu: process CPU time (robust to other load); wall: perf_counter")
+    add_timing_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -68,7 +62,7 @@ def time_variant(variant: str, args: argparse.Namespace) -> dict[str, float]:
     run by run so that a burst of load hits them alike."""
     from stnlib.distort import distort
 
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    now = clock(args)
     # As a Table 1 run distorts its test set (in batches of 1000) before it trains: those
     # large tensors, made and freed, raise glibc's mmap threshold, and the batches after
     # reuse memory instead of faulting in fresh pages for every temporary (which would
@@ -80,10 +74,10 @@ def time_variant(variant: str, args: argparse.Namespace) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in routes}
     for run in range(args.warmup + args.repeat):
         for name, route in routes.items():
-            start = clock()
+            start = now()
             route(images, generators[name])
             if run >= args.warmup:
-                times[name].append((clock() - start) * 1e3)
+                times[name].append((now() - start) * 1e3)
     return {f"{name}_ms": statistics.median(values) for name, values in times.items()}
 
 

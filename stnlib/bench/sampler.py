@@ -24,7 +24,6 @@ import argparse
 import gc
 import os
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -33,18 +32,15 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from stnlib.bench import add_timing_arguments, clock
+
 DEFAULT_CASES = "256x1x28x28,64x1x60x60,32x3x64x64,8x1x32x32x32"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", default=DEFAULT_CASES,
                         help="comma-separated NxCxHxW or NxCxDxHxW sizes")
-    parser.add_argument("--repeat", type=int, default=30, help="timed runs per case (median)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: stable on a shared machine)")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="cpu: process CPU time (robust to other load); wall: perf_counter")
+    add_timing_arguments(parser, "timed runs per case")
     parser.add_argument("--mode", choices=("bilinear", "nearest"), default="bilinear")
     parser.add_argument("--padding-mode", choices=("zeros", "border", "reflection"),
                         default="zeros")
@@ -109,16 +105,16 @@ def _fwd_bwd(fn: Callable, x: torch.Tensor, g: torch.Tensor) -> None:
 def time_case(size: tuple[int, ...], args: argparse.Namespace) -> dict[str, float]:
     """Median milliseconds of forward and forward+backward for each sampler, interleaved
     run by run so that a burst of load hits all of them alike."""
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    now = clock(args)
     x, g = make_inputs(size, args.seed)
     samplers = _samplers(args)
     times: dict[str, list[float]] = {}
     for run in range(args.warmup + args.repeat):
         for name, fn in samplers.items():
             for phase, step in (("forward", _fwd), ("fwd_bwd", _fwd_bwd)):
-                start = clock()
+                start = now()
                 step(fn, x, g)
-                elapsed = clock() - start
+                elapsed = now() - start
                 if run >= args.warmup:
                     times.setdefault(f"{name}_{phase}_ms", []).append(elapsed * 1e3)
     return {key: statistics.median(values) for key, values in times.items()}
