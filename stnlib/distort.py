@@ -6,11 +6,10 @@ Every variant builds a sampling grid with stnlib's grid generators (a 3x3 matrix
 zero padding, ``align_corners=False``). TC's grid is a shift by whole pixels, where every
 bilinear weight is 0 or 1 and the sampler only copies pixels: :func:`distort` places the
 digit on the canvas directly (the same values, without the sampler's float rounding of
-up to 2e-6; a batch in a fifth of the time, ``python -m stnlib bench distort``).
+up to 2e-6; a batch in a fifth of the time or less, ``python -m stnlib bench distort``).
 :func:`distortion_grid` still gives TC's grid, and a test checks the two agree.
-Randomness only comes from the
-``generator`` you pass, so a seed fixes a test set, and a training loop draws fresh
-distortions each batch.
+Randomness only comes from the ``generator`` you pass, so a seed fixes a test set, and a
+training loop draws fresh distortions each batch.
 
 Sizes and ranges (Jaderberg et al. 2015, section 4.1 and appendix A.1; pixels are pixels
 of the 28x28 digit):
