@@ -79,11 +79,12 @@ TARGET_S = 15 * 60
 #: What a profile may add to its kernels, and the options of :func:`train_seconds` each
 #: addition sets: the model's (of :func:`stnlib.paper.cell_model`) and, for TC cells,
 #: ``tc_route``: ``"sampler"`` makes the training batches through the sampler
-#: (:func:`stnlib.bench.distort.sampled_tc`, the route before ``distort`` placed TC's digit).
-MODEL_OPTIONS: dict[str, dict[str, Any]] = {"fold": {"conv_grad": "fold"},
-                                            "pool2": {"loc_pool": 2},
-                                            "sampled": {"tc_route": "sampler"}}
-#: Those options when a profile does not set them (cell_model's defaults, the table's).
+#: (:func:`stnlib.bench.distort.sampled_tc_transform`, the route before ``distort`` placed
+#: TC's digit).
+OPTIONS: dict[str, dict[str, Any]] = {"fold": {"conv_grad": "fold"},
+                                      "pool2": {"loc_pool": 2},
+                                      "sampled": {"tc_route": "sampler"}}
+#: Those options when a profile does not set them (the table's: torch's kernel, no pool, TC placed).
 OPTION_DEFAULTS: dict[str, Any] = {"conv_grad": "native", "loc_pool": 1, "tc_route": "placed"}
 SUFFIXES = ("", "+fold", "+pool2", "+fold+pool2", "+fold+pool2+sampled")
 PROFILES = [kernels + suffix for suffix in SUFFIXES for kernels in CPU_PROFILES]
@@ -91,17 +92,9 @@ PROFILES = [kernels + suffix for suffix in SUFFIXES for kernels in CPU_PROFILES]
 
 def split_profile(profile: str) -> tuple[str, dict[str, Any]]:
     """``"avx2+fold+pool2"`` -> ``("avx2", {"conv_grad": "fold", "loc_pool": 2})``: its
-    kernels (a :data:`CPU_PROFILES` key) and the options its models are built with."""
+    kernels (a :data:`CPU_PROFILES` key) and the options of :func:`train_seconds` it sets."""
     kernels, *additions = profile.split("+")
-    return kernels, {k: v for a in additions for k, v in MODEL_OPTIONS[a].items()}
-
-
-def _sampled_tc(images, generator):
-    """TC's training batch through the sampler (``tc_route="sampler"``)."""
-    from stnlib.bench.distort import sampled_tc
-    from stnlib.distort import draw_params
-
-    return sampled_tc(images, draw_params("TC", images.shape[0], generator))
+    return kernels, {k: v for a in additions for k, v in OPTIONS[a].items()}
 
 
 def _check_tc_route(cell: str, tc_route: str) -> None:
@@ -121,6 +114,7 @@ def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
                   loc_pool: int = 1, tc_route: str = "placed") -> float:
     """Wall seconds of ``steps`` training steps of ``cell`` (the table's recipe, from
     scratch, no test), start-up included."""
+    from stnlib.bench.distort import sampled_tc_transform
     from stnlib.data import mnist
     from stnlib.distort import train_transform
     from stnlib.train import fit
@@ -130,7 +124,8 @@ def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
     train_set = mnist(train=True)
     if train_size is not None:
         train_set = train_set.subset(train_size)
-    transform = _sampled_tc if tc_route == "sampler" else train_transform(cell.split("/")[1])
+    transform = (sampled_tc_transform if tc_route == "sampler"
+                 else train_transform(cell.split("/")[1]))
     start = time.perf_counter()
     fit(model, train_set, None, epochs=epochs, batch_size=BATCH_SIZE, lr=LR, optimizer="adam",
         schedule="onecycle", seed=0, progress=False, max_steps=steps,

@@ -48,12 +48,20 @@ def sampled_tc(images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.T
     return _paste_clutter(canvas, images, params).clamp(0.0, 1.0)
 
 
+def sampled_tc_transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A TC batch through the sampler, with freshly drawn parameters: ``distort(images,
+    "TC", generator)`` as it was made before the digit was placed (a ``train_transform``)."""
+    from stnlib.distort import draw_params
+
+    return sampled_tc(images, draw_params("TC", images.shape[0], generator))
+
+
 def _routes(variant: str) -> dict[str, Callable[[torch.Tensor, torch.Generator], object]]:
-    from stnlib.distort import distort, draw_params
+    from stnlib.distort import distort
 
     routes: dict[str, Callable] = {"distort": lambda x, g: distort(x, variant, g)}
     if variant == "TC":
-        routes["sampler_route"] = lambda x, g: sampled_tc(x, draw_params("TC", x.shape[0], g))
+        routes["sampler_route"] = sampled_tc_transform
     return routes
 
 
