@@ -5,24 +5,34 @@ respect to its *input* (it flows on through the sampler to theta). For a convolu
 one input channel, the usual CPU kernel (oneDNN) computes that gradient several times
 slower than the layer's forward pass and weight gradient together: about 24 ms of a 52 ms
 training step of the Table 1 affine ST-CNN on R (batch 64, one thread, AMD EPYC). The same
-gradient is one matrix product and a ``fold`` (col2im)::
+gradient is one matrix product and a fold (col2im, an overlap-add)::
 
     grad_input = fold(W^T @ grad_output)    W: (C_out, k*k), grad_output: (B, C_out, L)
 
-about 4 ms there (with two threads about 10 ms against 3: torch's ``fold`` runs on one
-thread, oneDNN's kernel on both). :class:`FoldGradConv2d` is an ``nn.Conv2d`` whose
-backward does that when it has one input channel (and ``groups=1``); its forward is
-``F.conv2d`` unchanged, so a model computes exactly what it did, and its gradients agree
-with ``nn.Conv2d``'s to float rounding (a different order of the same sums). With more
-input channels the fold is slower than the usual kernel, and the layer is a plain
-``nn.Conv2d``.
+:class:`FoldGradConv2d` is an ``nn.Conv2d`` whose backward does that when it has one input
+channel (and ``groups=1``); its forward is ``F.conv2d`` unchanged, so a model computes
+exactly what it did, and its gradients agree with ``nn.Conv2d``'s to float rounding (a
+different order of the same sums). With more input channels the product is slower than
+the usual kernel, and the layer is a plain ``nn.Conv2d``.
+
+The fold is :func:`overlap_add`. Torch's ``F.fold`` gives the same result but runs on one
+thread, whatever torch is given; :func:`overlap_add` adds the k*k shifted planes of the
+columns in two passes, first along rows and then along columns (k_w + k_h slice additions
+on the whole batch), the same sums in torch's threaded elementwise kernels. For the
+Table 1 classifier at batch 64 with two threads (a 2-core Intel Xeon) the whole input
+gradient takes 4.0 ms against 11.9 with ``F.fold`` and 14.0 with oneDNN's kernel; with
+one thread the two folds take about as long, 11.9 and 12.1 ms (``python -m stnlib bench
+conv`` times the three side by side; ``results/overlap-add/``). A two-thread training step
+of an ST-CNN takes 0.86 to 0.89 of the time it took with ``F.fold``
+(``benchmarks/cell_speed.py``, profile ``+torchfold``).
 
 ``python -m stnlib paper --conv-grad fold`` builds the Table 1 models with it
-(``benchmarks/cell_speed.py`` measures what it saves).
+(``benchmarks/cell_speed.py`` measures what it saves in a training step).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["FoldGradConv2d", "conv2d_fold_grad", "fold_grad_applies"]
+__all__ = ["FoldGradConv2d", "conv2d_fold_grad", "fold_grad_applies", "input_grad",
+           "overlap_add"]
 
 
 class _FoldGradConv2d(torch.autograd.Function):
@@ -53,18 +64,77 @@ class _FoldGradConv2d(torch.autograd.Function):
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_input = grad_weight = grad_bias = None
         if need_input:
-            batch, out_channels = grad_output.shape[:2]
-            # one (k*k, C_out) @ (C_out, L) product per image, written as (B, k*k, L)
-            columns = torch.bmm(weight.reshape(out_channels, -1).t().expand(batch, -1, -1),
-                                grad_output.reshape(batch, out_channels, -1))
-            grad_input = F.fold(columns, input.shape[-2:], weight.shape[-2:],
-                                dilation=dilation, padding=padding, stride=stride)
+            grad_input = input_grad(grad_output, weight, input.shape[-2:], stride, padding,
+                                    dilation)
         if need_weight or (need_bias and has_bias):
             _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
                 grad_output, input, weight, [weight.shape[0]] if has_bias else None,
                 list(stride), list(padding), list(dilation), False, [0, 0], 1,
                 [False, bool(need_weight), bool(need_bias and has_bias)])
         return grad_input, grad_weight, grad_bias, None, None, None
+
+
+def overlap_add(columns: torch.Tensor, output_size: int | tuple[int, int],
+                kernel_size: int | tuple[int, int], dilation: int | tuple[int, int] = 1,
+                padding: int | tuple[int, int] = 0, stride: int | tuple[int, int] = 1
+                ) -> torch.Tensor:
+    """``F.fold`` for one channel: sum each kernel offset's plane of ``columns`` into the
+    image at that offset (col2im), as k_w + k_h slice additions on the whole batch.
+
+    Args:
+        columns: (B, kH*kW, L), L = H_out * W_out sliding positions (as ``F.unfold`` makes
+            them for a (B, 1, H, W) image, and as ``F.fold`` takes them).
+        output_size: (H, W) of the image; kernel_size, dilation, padding, stride: ints
+            or pairs, as ``F.fold`` takes them.
+
+    Returns:
+        (B, 1, H, W): ``F.fold(columns, output_size, kernel_size, dilation, padding,
+        stride)`` to float rounding (the same sums, added in another order).
+    """
+    (height, width), (kh, kw) = _pair(output_size), _pair(kernel_size)
+    (dh, dw), (ph, pw), (sh, sw) = _pair(dilation), _pair(padding), _pair(stride)
+    batch = columns.shape[0]
+    out_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if columns.shape[1:] != (kh * kw, out_h * out_w):
+        raise ValueError(f"columns of shape {tuple(columns.shape)} do not fit a {kh}x{kw} "
+                         f"kernel sliding over {height}x{width} (dilation {dilation}, "
+                         f"padding {padding}, stride {stride}): expected "
+                         f"(B, {kh * kw}, {out_h * out_w})")
+    planes = columns.reshape(batch, kh, kw, out_h, out_w)
+    # pass 1: each kernel row's k_w planes, shifted along the padded width, summed
+    rows = columns.new_zeros(batch, kh, out_h, width + 2 * pw)
+    for j in range(kw):
+        rows[..., j * dw:j * dw + sw * (out_w - 1) + 1:sw] += planes[:, :, j]
+    # pass 2: the k_h row sums, shifted along the padded height, summed
+    image = columns.new_zeros(batch, height + 2 * ph, width + 2 * pw)
+    for i in range(kh):
+        image[:, i * dh:i * dh + sh * (out_h - 1) + 1:sh] += rows[:, i]
+    return image[:, ph:ph + height, pw:pw + width].unsqueeze(1).contiguous()
+
+
+def input_grad(grad_output: torch.Tensor, weight: torch.Tensor, input_size: tuple[int, int],
+               stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
+               dilation: tuple[int, int] = (1, 1),
+               fold: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+    """The gradient of a one-input-channel ``F.conv2d`` with respect to its input:
+    ``fold(W^T @ grad_output)``.
+
+    Args:
+        grad_output: (B, C_out, H_out, W_out); weight: (C_out, 1, kH, kW).
+        input_size: (H, W) of the convolution's input; stride, padding, dilation: pairs.
+        fold: the col2im, called as ``F.fold`` is (default :func:`overlap_add`; ``F.fold``
+            gives the same to float rounding, more slowly: ``python -m stnlib bench conv``).
+
+    Returns:
+        (B, 1, H, W).
+    """
+    batch, out_channels = grad_output.shape[:2]
+    # one (k*k, C_out) @ (C_out, L) product per image, written as (B, k*k, L)
+    columns = torch.bmm(weight.reshape(out_channels, -1).t().expand(batch, -1, -1),
+                        grad_output.reshape(batch, out_channels, -1))
+    return (fold or overlap_add)(columns, tuple(input_size), tuple(weight.shape[-2:]),
+                                 dilation=dilation, padding=padding, stride=stride)
 
 
 def fold_grad_applies(input: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> bool:
@@ -97,7 +167,7 @@ def conv2d_fold_grad(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
                                  _pair(dilation))
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+def _pair(value: int | tuple[int, ...] | torch.Size) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, int) else tuple(map(int, value))
 
 

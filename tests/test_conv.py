@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stnlib.conv import FoldGradConv2d, conv2d_fold_grad, fold_grad_applies
+from stnlib.conv import (
+    FoldGradConv2d,
+    conv2d_fold_grad,
+    fold_grad_applies,
+    input_grad,
+    overlap_add,
+)
 
 SHAPES = [  # (out channels, kernel, stride, padding, dilation, input side)
     (32, 9, 1, 0, 1, 28), (32, 9, 1, 4, 1, 28), (20, 5, 2, 1, 1, 42), (8, 3, 1, 2, 2, 13),
@@ -85,3 +91,46 @@ def test_string_padding_is_refused_and_modules_fall_back():
     assert same(x).shape == (1, 2, 5, 5)
     reflect = FoldGradConv2d(1, 2, 3, padding=1, padding_mode="reflect")
     assert torch.equal(reflect(x), nn.Conv2d.forward(reflect, x))
+
+
+
+@pytest.mark.parametrize("out, kernel, stride, padding, dilation, side", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_overlap_add_is_torch_fold(out, kernel, stride, padding, dilation, side, dtype):
+    # the oracle: F.fold (col2im) of columns in F.unfold's layout; a non-square image
+    torch.manual_seed(2)
+    size = (side, side + 1)
+    blocks = F.unfold(torch.zeros(3, 1, *size), kernel, dilation, padding, stride)
+    columns = torch.randn(blocks.shape, dtype=dtype)
+    expected = F.fold(columns, size, kernel, dilation, padding, stride)
+    got = overlap_add(columns, size, kernel, dilation, padding, stride)
+    assert got.shape == expected.shape == (3, 1, *size) and got.dtype == dtype
+    assert got.is_contiguous()
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+    # input_grad, the gradient of a one-channel convolution: either fold, and torch's own
+    weight = torch.randn(out, 1, *_pair(kernel), dtype=dtype)
+    out_size = F.conv2d(torch.zeros(1, 1, *size, dtype=dtype), weight, None, stride, padding,
+                        dilation).shape[-2:]
+    grad_output = torch.randn(3, out, *out_size, dtype=dtype)
+    conv = [_pair(value) for value in (stride, padding, dilation)]
+    ours = input_grad(grad_output, weight, size, *conv)
+    torch.testing.assert_close(ours, input_grad(grad_output, weight, size, *conv, fold=F.fold),
+                               rtol=tolerance, atol=tolerance)
+    native = torch.nn.grad.conv2d_input((3, 1, *size), weight, grad_output, stride, padding,
+                                        dilation)  # sums of up to C_out*k*k terms: scaled
+    torch.testing.assert_close(ours, native, rtol=tolerance,
+                               atol=tolerance * float(native.abs().max()))
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def test_overlap_add_refuses_columns_of_another_shape():
+    # a 3x3 kernel over 8x8 slides to 6x6 = 36 positions
+    with pytest.raises(ValueError, match=r"columns of shape \(2, 9, 30\) do not fit a 3x3 "
+                                         r"kernel sliding over 8x8 .*expected \(B, 9, 36\)"):
+        overlap_add(torch.zeros(2, 9, 30), (8, 8), 3)
+    with pytest.raises(ValueError, match=r"expected \(B, 9, 36\)"):
+        overlap_add(torch.zeros(2, 18, 36), (8, 8), 3)  # two channels' columns
