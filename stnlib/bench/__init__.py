@@ -1,4 +1,4 @@
-"""Benchmarks that print JSON: ``python -m stnlib bench {sampler,train,distort}``.
+"""Benchmarks that print JSON: ``python -m stnlib bench {sampler,train,distort,conv}``.
 
 Each benchmark is a module here with a ``run(args) -> list[dict]`` and an
 ``add_arguments(parser)``; every result is printed as one JSON line, so a run can
@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "sampler": "stnlib.bench.sampler",
     "train": "stnlib.bench.train",
     "distort": "stnlib.bench.distort",
+    "conv": "stnlib.bench.conv",
 }
 
 
@@ -74,6 +76,22 @@ def add_timing_arguments(parser: argparse.ArgumentParser, runs: str = "timed run
 def clock(args: argparse.Namespace) -> Callable[[], float]:
     """``--clock``'s seconds: this process's CPU time (``cpu``) or ``perf_counter`` (``wall``)."""
     return time.process_time if args.clock == "cpu" else time.perf_counter
+
+
+def median_ms_in_turns(calls: dict[str, Callable[[], object]], args: argparse.Namespace
+                       ) -> dict[str, float]:
+    """Median milliseconds of each of ``calls`` under ``args``' timing options: after
+    ``--warmup`` untimed rounds, ``--repeat`` rounds in which every call runs once, in
+    turns, so that a burst of load on a shared machine hits them all alike."""
+    now = clock(args)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for run in range(args.warmup + args.repeat):
+        for name, call in calls.items():
+            start = now()
+            call()
+            if run >= args.warmup:
+                times[name].append((now() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:

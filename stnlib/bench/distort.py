@@ -20,13 +20,13 @@ CPU time, robust to other jobs on a shared machine; ``wall`` uses ``perf_counter
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
 from collections.abc import Callable
 
 import torch
 
-from stnlib.bench import add_timing_arguments, check_positive, clock
+from stnlib.bench import add_timing_arguments, check_positive, median_ms_in_turns
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,23 +70,16 @@ def time_variant(variant: str, args: argparse.Namespace) -> dict[str, float]:
     run by run so that a burst of load hits them alike."""
     from stnlib.distort import distort
 
-    now = clock(args)
     # As a Table 1 run distorts its test set (in batches of 1000) before it trains: those
     # large tensors, made and freed, raise glibc's mmap threshold, and the batches after
     # reuse memory instead of faulting in fresh pages for every temporary (which would
     # charge the sampler route, with its larger temporaries, far more than a run pays).
     distort(torch.rand(1000, 1, 28, 28), variant, torch.Generator().manual_seed(args.seed))
     images = torch.rand(args.batch, 1, 28, 28, generator=torch.Generator().manual_seed(args.seed))
-    routes = _routes(variant)
-    generators = {name: torch.Generator().manual_seed(args.seed) for name in routes}
-    times: dict[str, list[float]] = {name: [] for name in routes}
-    for run in range(args.warmup + args.repeat):
-        for name, route in routes.items():
-            start = now()
-            route(images, generators[name])
-            if run >= args.warmup:
-                times[name].append((now() - start) * 1e3)
-    return {f"{name}_ms": statistics.median(values) for name, values in times.items()}
+    calls = {f"{name}_ms": functools.partial(route, images,
+                                             torch.Generator().manual_seed(args.seed))
+             for name, route in _routes(variant).items()}
+    return median_ms_in_turns(calls, args)
 
 
 def tc_max_abs_diff(args: argparse.Namespace) -> float:

@@ -21,9 +21,9 @@ from earlier runs, so it is deterministic and comparable between the two impleme
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
-import statistics
 from collections.abc import Callable
 
 import torch
@@ -32,7 +32,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from stnlib.bench import add_timing_arguments, clock
+from stnlib.bench import add_timing_arguments, median_ms_in_turns
 
 DEFAULT_CASES = "256x1x28x28,64x1x60x60,32x3x64x64,8x1x32x32x32"
 
@@ -105,19 +105,11 @@ def _fwd_bwd(fn: Callable, x: torch.Tensor, g: torch.Tensor) -> None:
 def time_case(size: tuple[int, ...], args: argparse.Namespace) -> dict[str, float]:
     """Median milliseconds of forward and forward+backward for each sampler, interleaved
     run by run so that a burst of load hits all of them alike."""
-    now = clock(args)
     x, g = make_inputs(size, args.seed)
-    samplers = _samplers(args)
-    times: dict[str, list[float]] = {}
-    for run in range(args.warmup + args.repeat):
-        for name, fn in samplers.items():
-            for phase, step in (("forward", _fwd), ("fwd_bwd", _fwd_bwd)):
-                start = now()
-                step(fn, x, g)
-                elapsed = now() - start
-                if run >= args.warmup:
-                    times.setdefault(f"{name}_{phase}_ms", []).append(elapsed * 1e3)
-    return {key: statistics.median(values) for key, values in times.items()}
+    calls = {f"{name}_{phase}_ms": functools.partial(step, fn, x, g)
+             for name, fn in _samplers(args).items()
+             for phase, step in (("forward", _fwd), ("fwd_bwd", _fwd_bwd))}
+    return median_ms_in_turns(calls, args)
 
 
 def max_abs_diff(size: tuple[int, ...], args: argparse.Namespace) -> float:
