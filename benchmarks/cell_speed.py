@@ -31,7 +31,8 @@ first convolution computes its input gradient as a matrix product and a fold,
 localisation network reads the input max-pooled by 2; RTS and TC cells only), to compare
 with the same kernels without them; ``native+fold+pool2+sampled`` makes TC's training
 batches through the sampler, as ``stnlib.distort`` did before it placed TC's digit (TC
-cells only). On the project's AMD
+cells only); ``+fold+torchfold`` has the fold add its columns with torch's ``F.fold``,
+as :mod:`stnlib.conv` did before :func:`stnlib.conv.overlap_add`. On the project's AMD
 EPYC (AVX-512), with one thread, AVX2 kernels made the ST-CNN steps up to 12% faster and
 the CNN steps 5 to 15% slower; with two threads the differences were inside the noise.
 
@@ -65,6 +66,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from stnlib import paper
 from stnlib.bench import check_positive, report
@@ -80,13 +82,18 @@ TARGET_S = 15 * 60
 #: addition sets: the model's (of :func:`stnlib.paper.cell_model`) and, for TC cells,
 #: ``tc_route``: ``"sampler"`` makes the training batches through the sampler
 #: (:func:`stnlib.bench.distort.sampled_tc_transform`, the route before ``distort`` placed
-#: TC's digit).
+#: TC's digit), and ``col2im``: ``"torch"`` makes the fold (``conv_grad="fold"``) torch's
+#: ``F.fold`` instead of :func:`stnlib.conv.overlap_add` (the fold as it was first written).
 OPTIONS: dict[str, dict[str, Any]] = {"fold": {"conv_grad": "fold"},
                                       "pool2": {"loc_pool": 2},
-                                      "sampled": {"tc_route": "sampler"}}
-#: Those options when a profile does not set them (the table's: torch's kernel, no pool, TC placed).
-OPTION_DEFAULTS: dict[str, Any] = {"conv_grad": "native", "loc_pool": 1, "tc_route": "placed"}
-SUFFIXES = ("", "+fold", "+pool2", "+fold+pool2", "+fold+pool2+sampled")
+                                      "sampled": {"tc_route": "sampler"},
+                                      "torchfold": {"col2im": "torch"}}
+#: Those options when a profile does not set them (the table's: torch's kernel, no pool,
+#: TC placed; stnlib's fold where the fold is used).
+OPTION_DEFAULTS: dict[str, Any] = {"conv_grad": "native", "loc_pool": 1, "tc_route": "placed",
+                                   "col2im": "stnlib"}
+SUFFIXES = ("", "+fold", "+pool2", "+fold+pool2", "+fold+pool2+sampled", "+fold+torchfold",
+            "+fold+pool2+torchfold")
 PROFILES = [kernels + suffix for suffix in SUFFIXES for kernels in CPU_PROFILES]
 
 
@@ -105,15 +112,20 @@ def _check_tc_route(cell: str, tc_route: str) -> None:
 
 def check_options(cell: str, options: dict[str, Any]) -> None:
     """A ValueError if ``cell`` cannot take ``options`` (loc_pool on R, tc_route off TC)."""
-    paper.cell_model(cell, **{k: v for k, v in options.items() if k != "tc_route"})
+    paper.cell_model(cell, **{k: v for k, v in options.items()
+                              if k not in ("tc_route", "col2im")})
     _check_tc_route(cell, options.get("tc_route", "placed"))
 
 
 def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
                   train_size: int | None = None, conv_grad: str = "native",
-                  loc_pool: int = 1, tc_route: str = "placed") -> float:
+                  loc_pool: int = 1, tc_route: str = "placed", col2im: str = "stnlib"
+                  ) -> float:
     """Wall seconds of ``steps`` training steps of ``cell`` (the table's recipe, from
     scratch, no test), start-up included."""
+    import torch.nn.functional as F
+
+    import stnlib.conv
     from stnlib.bench.distort import sampled_tc_transform
     from stnlib.data import mnist
     from stnlib.distort import train_transform
@@ -126,10 +138,13 @@ def train_seconds(cell: str, steps: int, *, epochs: int, threads: int,
         train_set = train_set.subset(train_size)
     transform = (sampled_tc_transform if tc_route == "sampler"
                  else train_transform(cell.split("/")[1]))
+    # col2im="torch": the fold's input gradient (stnlib.conv.input_grad) calls F.fold
+    fold = F.fold if col2im == "torch" else stnlib.conv.overlap_add
     start = time.perf_counter()
-    fit(model, train_set, None, epochs=epochs, batch_size=BATCH_SIZE, lr=LR, optimizer="adam",
-        schedule="onecycle", seed=0, progress=False, max_steps=steps,
-        train_transform=transform, threads=threads)
+    with mock.patch.object(stnlib.conv, "overlap_add", fold):
+        fit(model, train_set, None, epochs=epochs, batch_size=BATCH_SIZE, lr=LR,
+            optimizer="adam", schedule="onecycle", seed=0, progress=False, max_steps=steps,
+            train_transform=transform, threads=threads)
     return time.perf_counter() - start
 
 
@@ -142,7 +157,8 @@ def _worker(args: argparse.Namespace) -> int:
     # took about 1.5 times as long as in a real run (RTS with loc_pool=2, two threads).
     paper.distorted_test_set(args.cells.split("/")[1], args.train_size)
     common = dict(epochs=args.epochs, threads=args.threads[0], train_size=args.train_size,
-                  conv_grad=args.conv_grad, loc_pool=args.loc_pool, tc_route=args.tc_route)
+                  conv_grad=args.conv_grad, loc_pool=args.loc_pool, tc_route=args.tc_route,
+                  col2im=args.col2im)
     short = train_seconds(args.cells, args.warmup, **common)
     long = train_seconds(args.cells, args.warmup + args.steps, **common)
     args.worker.write_text(json.dumps({
@@ -164,7 +180,7 @@ def measure(cell: str, profile: str, threads: int, epochs: int, args: argparse.N
                "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--threads", str(threads), "--epochs", str(epochs),
                "--conv-grad", options["conv_grad"], "--loc-pool", str(options["loc_pool"]),
-               "--tc-route", options["tc_route"]]
+               "--tc-route", options["tc_route"], "--col2im", options["col2im"]]
     if args.train_size is not None:
         command += ["--train-size", str(args.train_size)]
     if subprocess.run(command, env=env).returncode != 0:
@@ -188,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=PROFILES, help="kernels to compare, '+fold' for the models "
                                                "with --conv-grad fold, '+pool2' with "
                                                "--loc-pool 2, '+sampled' with TC's batches "
-                                               "through the sampler (first: the reference "
-                                               "of the ratios)")
+                                               "through the sampler, '+torchfold' with the "
+                                               "fold's col2im torch's F.fold (first: the "
+                                               "reference of the ratios)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=200, help="timed steps a measurement")
     parser.add_argument("--repeat", type=int, default=3,
@@ -210,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=argparse.SUPPRESS)  # the same
     parser.add_argument("--tc-route", default=OPTION_DEFAULTS["tc_route"],
                         choices=("placed", "sampler"), help=argparse.SUPPRESS)  # the same
+    parser.add_argument("--col2im", default=OPTION_DEFAULTS["col2im"],
+                        choices=("stnlib", "torch"), help=argparse.SUPPRESS)  # the same
     args = parser.parse_args(argv)
     try:
         check_positive(args, "steps", "repeat", "warmup", "epochs", "train_size")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from stnlib import paper
+from stnlib.conv import overlap_add as real_overlap_add
 from stnlib.train import CPU_PROFILES
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -142,6 +143,39 @@ def test_a_sampled_profile_makes_tc_batches_through_the_sampler(script, mnist, t
     assert err.startswith("error: cell stcnn-aff/RTS, profile native+fold+pool2+sampled: "
                           "tc_route='sampler' times TC's batches through the sampler; only "
                           "TC cells have them") and err.count("\n") == 1
+
+
+def test_a_torchfold_profile_folds_with_torchs_f_fold(script, mnist, tmp_path, capsys,
+                                                      monkeypatch):
+    import torch.nn.functional as F
+
+    import stnlib.conv
+
+    folds = []
+    real_input_grad = stnlib.conv.input_grad
+
+    def input_grad(*args, **kwargs):  # which col2im the fold's backward resolves
+        folds.append(kwargs.get("fold") or stnlib.conv.overlap_add)
+        return real_input_grad(*args, **kwargs)
+
+    monkeypatch.setattr(stnlib.conv, "input_grad", input_grad)
+    assert script.split_profile("native+fold+torchfold") == (
+        "native", {"conv_grad": "fold", "col2im": "torch"})
+    common = ["--cells", "stcnn-aff/R", "--steps", "1", "--warmup", "1", "--threads", "1",
+              "--epochs", "1", "--train-size", "128", "--conv-grad", "fold"]
+    assert script.main(["--worker", str(tmp_path / "a.json"), *common]) == 0
+    assert folds and all(f is real_overlap_add for f in folds)
+    folds.clear()
+    assert script.main(["--worker", str(tmp_path / "b.json"), *common, "--col2im",
+                        "torch"]) == 0
+    assert len(folds) == 3 and all(f is F.fold for f in folds)  # 1 + (1 + 1) steps
+    assert stnlib.conv.overlap_add is real_overlap_add  # put back after the steps
+    assert script.main(["--cells", "stcnn-aff/R", "--epochs", "1", "--threads", "1",
+                        "--steps", "1", "--warmup", "1", "--train-size", "128", "--repeat", "1",
+                        "--profiles", "native+fold", "native+fold+torchfold"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["col2im"] == {"native+fold": "stnlib", "native+fold+torchfold": "torch"}
+    assert set(record["over_native+fold"]) == {"native+fold+torchfold"}
 
 
 @pytest.mark.parametrize(("argv", "message"), [
