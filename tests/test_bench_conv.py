@@ -12,12 +12,11 @@ import sys
 import pytest
 
 from stnlib.bench import conv as bench
+from stnlib.bench import parse_args
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return parse_args("conv", argv)
 
 
 def test_records_time_three_routes_that_agree():

@@ -11,12 +11,11 @@ import sys
 import pytest
 
 from stnlib.bench import distort as bench
+from stnlib.bench import parse_args
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return parse_args("distort", argv)
 
 
 def test_records_are_well_formed_and_tc_has_its_reference():

@@ -10,14 +10,12 @@ import sys
 
 import pytest
 
-from stnlib.bench import check_positive
+from stnlib.bench import check_positive, parse_args
 from stnlib.bench import sampler as bench
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return parse_args("sampler", argv)
 
 
 TIMES = ["stnlib_forward_ms", "torch_forward_ms", "stnlib_fwd_bwd_ms", "torch_fwd_bwd_ms"]

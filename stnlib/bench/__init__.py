@@ -53,6 +53,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=_cli_errors(_runner(module)))
 
 
+def parse_args(name: str, argv: list[str] | tuple[str, ...] = ()) -> argparse.Namespace:
+    """The options of benchmark ``name`` (a :data:`BENCHMARKS` key) parsed from command-line
+    words, defaults filled in, for calling its ``run(args)`` from Python:
+    ``run(parse_args("conv", ["--cases", "64x32x9x28"]))``."""
+    parser = argparse.ArgumentParser(prog=f"python -m stnlib bench {name}")
+    importlib.import_module(BENCHMARKS[name]).add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
 def _runner(module):
     def run(args: argparse.Namespace) -> int:
         for record in module.run(args):
