@@ -748,6 +748,18 @@ def run_text(record: dict[str, Any]) -> str:
     return f"{record['error_pct']:.2f}% (seed {record['seed']}, {record['epochs']} ep, {device})"
 
 
+def speed_text(record: dict[str, Any], before: str, after: str) -> str:
+    """A ``benchmarks/cell_speed.py`` record's two profiles in a line: milliseconds a step,
+    their ratio, and the training time projected for the record's epochs, e.g.
+    ``" 30.7 ->  25.7 ms a step (0.84)   30 epochs: 14.4 -> 12.1 min"``. The ratio is the
+    record's own (of the unrounded times) when ``before`` is its reference profile."""
+    ms, projected = record["ms_per_step"], record["projected_train_s"]
+    ratio = record.get(f"over_{before}", {}).get(after, ms[after] / ms[before])
+    return (f"{ms[before]:5.1f} -> {ms[after]:5.1f} ms a step ({ratio:.2f})   "
+            f"{record['epochs']} epochs: {projected[before] / 60:4.1f} -> "
+            f"{projected[after] / 60:4.1f} min")
+
+
 def checkpoint_cell(path: str | Path) -> str:
     """The cell of a checkpoint named as ``stnlib paper --keep-checkpoints`` names it:
     ``stcnn-aff_R.pt`` -> ``"stcnn-aff/R"`` (a ValueError for other names)."""

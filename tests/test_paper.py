@@ -119,6 +119,20 @@ def test_run_text_names_error_seed_epochs_and_machine():
         ", GeForce RTX 4090)")
 
 
+def test_speed_text_reads_a_cell_speed_record():
+    record = {"ms_per_step": {"native": 30.71, "native+fold": 25.66},
+              "over_native": {"native+fold": 0.8361},
+              "projected_train_s": {"native": 863, "native+fold": 721}, "epochs": 30}
+    assert paper.speed_text(record, "native", "native+fold") == (
+        " 30.7 ->  25.7 ms a step (0.84)   30 epochs: 14.4 -> 12.0 min")
+    # the other way round: no record of that ratio, so it is the rounded times'
+    assert paper.speed_text(record, "native+fold", "native").startswith(
+        " 25.7 ->  30.7 ms a step (1.20)")
+    results = Path(__file__).resolve().parents[1] / "results"
+    for committed in paper.load_json(results / "cell_speed_fold.json"):
+        assert " ms a step (" in paper.speed_text(committed, "native", "native+fold")
+
+
 def test_load_json_names_the_file_and_the_fix(tmp_path):
     path = tmp_path / "oracle.json"
     with pytest.raises(FileNotFoundError, match=r"oracle.json is missing: restore it with "
