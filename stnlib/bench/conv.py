@@ -15,8 +15,11 @@ turns, median over ``--repeat`` runs:
   :func:`stnlib.conv.overlap_add`: what ``--conv-grad fold`` runs now.
 
 The record also gives the ratios and the largest difference of each fold from the
-native result (float rounding). Timing options as in ``bench sampler`` (``--clock cpu``
-by default).
+native result (float rounding). Timing options as in ``bench sampler``; prefer ``--clock
+wall`` on a quiet machine here: the CPU clock also counts threads that spin while they
+wait (with one thread, CPU-clock runs read up to twice what wall-clock runs did).
+``results/overlap-add/`` holds ``--clock wall --repeat 100`` runs with one and two
+threads (Intel Xeon).
 """
 
 from __future__ import annotations
