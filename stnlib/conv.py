@@ -23,7 +23,7 @@ Table 1 classifier at batch 64 with two threads (a 2-core Intel Xeon) the whole 
 gradient takes 4.0 ms against 11.9 with ``F.fold`` and 14.0 with oneDNN's kernel; with
 one thread the two folds take about as long, 11.9 and 12.1 ms (``python -m stnlib bench
 conv`` times the three side by side; ``results/overlap-add/``). A two-thread training step
-of an ST-CNN takes 0.86 to 0.89 of the time it took with ``F.fold``
+of an ST-CNN takes 0.855 to 0.895 of the time it took with ``F.fold``
 (``benchmarks/cell_speed.py``, profile ``+torchfold``).
 
 ``python -m stnlib paper --conv-grad fold`` builds the Table 1 models with it
