@@ -1048,3 +1048,85 @@ def test_cli_label_smoothing_is_used_recorded_and_shown(tmp_path, capsys):
     assert args.func(args) == 2
     assert "error: label_smoothing must be a number in [0, 1)" in capsys.readouterr().err
 
+
+
+def test_adopt_copies_a_finished_run_and_keeps_what_it_replaces(mnist, tmp_path, capsys):
+    import argparse
+
+    from stnlib.checkpoint import read_checkpoint
+
+    budget, keep = fast_budget(), ("cnn/E",)
+    table, scratch = tmp_path / "results", tmp_path / "results" / "trial"
+    before = paper.run(["cnn/E"], budget, table, progress=False,
+                       keep_checkpoints=keep)["cells"]["cnn/E"]
+    weights_before = (table / "checkpoints" / "cnn_E.pt").read_bytes()
+    trial = paper.run(["cnn/E"], dataclasses.replace(budget, epochs=2), scratch,
+                      progress=False, keep_checkpoints=keep)["cells"]["cnn/E"]
+    parser = argparse.ArgumentParser()
+    paper.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["paper", "--cells", "cnn/E", "--adopt", str(scratch),
+                              "--results", str(table)])
+    assert args.func(args) == 0
+    assert "cnn/E: adopted" in capsys.readouterr().out
+    adopted = paper.load_results(table)["cells"]["cnn/E"]
+    assert {k: v for k, v in adopted.items() if k not in ("adopted_from", "earlier")} == trial
+    assert adopted["adopted_from"] == "trial"  # relative to the results folder
+    assert adopted["earlier"] == [before]  # the record it replaced, kept
+    assert "| 2 |" in (table / "table1.md").read_text()  # the adopted run's epochs shown
+    kept = table / "checkpoints" / "cnn_E.pt"
+    assert kept.read_bytes() == (scratch / "checkpoints" / "cnn_E.pt").read_bytes()
+    assert read_checkpoint(kept)["run"]["epochs"] == 2
+    stamp = before["finished_utc"].replace(":", "-")
+    aside = table / "checkpoints" / "earlier" / stamp / "cnn_E.pt"
+    assert aside.read_bytes() == weights_before  # the replaced run's weights, moved
+    # refusals: each one line, nothing written
+    written = (table / "table1.json").read_text()
+    for argv, message in (
+            (["--cells", "cnn/E", "--adopt", str(scratch)], "already the run adopted from"),
+            (["--cells", "cnn/R", "--adopt", str(scratch)],
+             "cnn/R is not finished in " + str(scratch) + " (finished there: cnn/E)"),
+            (["--cells", "cnn/E", "--adopt", str(table)], "is the results folder itself"),
+            (["--cells", "cnn/E", "--adopt", str(tmp_path / "none")], "table1.json is missing"),
+            (["--adopt", str(scratch)], "--adopt needs --cells"),
+            (["--cells", "cnn/E", "--adopt", str(scratch), "--epochs", "3", "--force"],
+             "trains nothing: it takes --cells and --results, not --epochs, --force")):
+        args = parser.parse_args(["paper", *argv, "--results", str(table)])
+        assert args.func(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert (table / "table1.json").read_text() == written
+
+
+def test_runs_within_gathers_every_cpu_run_in_the_time_once(tmp_path):
+    def run(error, train_s, when, **more):
+        return {"status": "done", "error_pct": error, "paper_error_pct": 0.7,
+                "train_s": train_s, "train_images": 60_000, "test_images": 10_000,
+                "device": "cpu", "finished_utc": when, **more}
+
+    def write(folder, cells):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "table1.json").write_text(json.dumps({"cells": cells}))
+
+    trial = run(0.9, 500.0, "t2")
+    write(".", {"stcnn-aff/R": {**run(1.2, 1400.0, "t1"),  # over 15 minutes
+                                "earlier": [run(1.9, 130.0, "t0")]},
+                "stcnn-aff/TC": {**trial, "adopted_from": "x/trial",
+                                 "earlier": [run(1.5, 3000.0, "t3")]},
+                "cnn/R": run(1.6, 500.0, "t4")})  # not an ST-CNN cell
+    write("x/trial", {"stcnn-aff/TC": trial})
+    write("gpu", {"stcnn-aff/R": run(0.7, 100.0, "t5", device="cuda (NVIDIA H200)")})
+    write("sigma", {"stcnn-aff/R": run(0.6, 100.0, "t6", sigma_px=3)})
+    write("small", {"stcnn-aff/R": run(0.5, 10.0, "t7", train_images=256)})
+    write("fast", {"stcnn-aff/R": run(0.95, 600.0, "t8")})
+    runs = paper.runs_within(tmp_path)
+    assert list(runs) == ["stcnn-aff/R", "stcnn-aff/TC"]
+    assert [(r["folder"], r["error_pct"]) for r in runs["stcnn-aff/R"]] == [
+        (".", 1.9), ("fast", 0.95)]  # fastest first; the 1400 s, GPU, sigma, subset runs out
+    (adopted,) = runs["stcnn-aff/TC"]  # found twice, counted once, where it was trained
+    assert adopted["folder"] == "x/trial" and adopted["error_pct"] == 0.9
+    assert "earlier" not in adopted
+    assert [r["error_pct"] for r in paper.runs_within(tmp_path, limit_s=2000,
+                                                      cells="stcnn-aff/R")["stcnn-aff/R"]] == [
+        1.9, 0.95, 1.2]
+    assert paper.runs_within(tmp_path / "x" / "trial", cells="cnn/*") == {}
+
