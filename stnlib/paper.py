@@ -1226,12 +1226,13 @@ def adopt(cells: list[str], source_dir: str | Path, results_dir: str | Path
     Each cell's record is copied from ``source_dir``'s ``table1.json`` with
     ``"adopted_from"`` (``source_dir`` relative to ``results_dir``); the record it replaces,
     and the runs before that, are kept under ``"earlier"``, as a forced rerun keeps them
-    (:func:`with_earlier`). The run's kept checkpoint (``<source>/checkpoints/<name>.pt``),
-    if it has one, is copied too; one already at that place moves to
-    ``checkpoints/earlier/`` (:func:`set_aside_checkpoint`). Every cell is checked before
+    (:func:`with_earlier`). A checkpoint of the replaced run (``checkpoints/<name>.pt``)
+    moves to ``checkpoints/earlier/`` (:func:`set_aside_checkpoint`), so the one at that
+    place is always the record's: the adopted run's kept checkpoint
+    (``<source>/checkpoints/<name>.pt``), copied, or none. Every cell is checked before
     anything is written: a cell not finished in ``source_dir``, or already adopted from
-    it, or ``source_dir`` being ``results_dir`` is a ValueError that names the fix.
-    Returns the updated results.
+    it, ``source_dir`` being ``results_dir``, or an unreadable kept checkpoint is an
+    error that names the fix. Returns the updated results.
     """
     from stnlib.checkpoint import atomic_write, read_checkpoint
 
@@ -1246,6 +1247,10 @@ def adopt(cells: list[str], source_dir: str | Path, results_dir: str | Path
     found = finished_cells(source_dir)
     origin = Path(os.path.relpath(source_dir.resolve(), results_dir.resolve())).as_posix()
     current = load_results(results_dir)["cells"]
+
+    def kept(cell: str) -> Path:
+        return source_dir / "checkpoints" / f"{cell.replace('/', '_')}.pt"
+
     for cell in cells:
         if cell not in found:
             finished = ", ".join(found) or "none"
@@ -1255,14 +1260,13 @@ def adopt(cells: list[str], source_dir: str | Path, results_dir: str | Path
                 and current[cell].get("finished_utc") == found[cell].get("finished_utc")):
             raise ValueError(f"{cell} in {results_dir} is already the run adopted from "
                              f"{source_dir}: nothing to do")
+        if kept(cell).exists():
+            read_checkpoint(kept(cell))  # a damaged file stops here, before anything moves
     for cell in cells:
-        name = cell.replace("/", "_")
-        kept = source_dir / "checkpoints" / f"{name}.pt"
-        if kept.exists():
-            read_checkpoint(kept)  # a damaged file stops here, before anything is moved
-            target = results_dir / "checkpoints" / f"{name}.pt"
-            set_aside_checkpoint(target)
-            atomic_write(target, "wb", lambda file, kept=kept: file.write(kept.read_bytes()))
+        target = results_dir / "checkpoints" / kept(cell).name
+        set_aside_checkpoint(target)  # the replaced run's weights, never overwritten
+        if kept(cell).exists():
+            atomic_write(target, "wb", lambda file, c=cell: file.write(kept(c).read_bytes()))
         with editing_results(results_dir) as results:
             record = {**found[cell], "adopted_from": origin}
             record.pop("earlier", None)  # that folder's own history stays there

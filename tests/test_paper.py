@@ -1053,7 +1053,7 @@ def test_cli_label_smoothing_is_used_recorded_and_shown(tmp_path, capsys):
 def test_adopt_copies_a_finished_run_and_keeps_what_it_replaces(mnist, tmp_path, capsys):
     import argparse
 
-    from stnlib.checkpoint import read_checkpoint
+    from stnlib.checkpoint import CheckpointError, read_checkpoint
 
     budget, keep = fast_budget(), ("cnn/E",)
     table, scratch = tmp_path / "results", tmp_path / "results" / "trial"
@@ -1094,6 +1094,21 @@ def test_adopt_copies_a_finished_run_and_keeps_what_it_replaces(mnist, tmp_path,
         assert args.func(args) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert (table / "table1.json").read_text() == written
+    # a run without a kept checkpoint: the replaced run's one is set aside, not left as if
+    # it were the new record's
+    bare = paper.run(["cnn/E"], budget, table / "bare", progress=False)["cells"]["cnn/E"]
+    paper.adopt(["cnn/E"], table / "bare", table)
+    assert not kept.exists()
+    assert (table / "checkpoints" / "earlier" / trial["finished_utc"].replace(":", "-")
+            / "cnn_E.pt").exists()
+    assert paper.load_results(table)["cells"]["cnn/E"]["finished_utc"] == bare["finished_utc"]
+    (table / "bad" / "checkpoints").mkdir(parents=True)
+    (table / "bad" / "table1.json").write_text((scratch / "table1.json").read_text())
+    (table / "bad" / "checkpoints" / "cnn_E.pt").write_bytes(b"not a checkpoint")
+    written = (table / "table1.json").read_text()
+    with pytest.raises(CheckpointError):
+        paper.adopt(["cnn/E"], table / "bad", table)
     assert (table / "table1.json").read_text() == written
 
 
