@@ -1160,3 +1160,12 @@ def test_the_committed_tc_cell_meets_both_goals_in_one_run():
     assert paper.plain_run(aff_r) is aff_r
     with pytest.raises(ValueError, match="was adopted"):
         paper.plain_run({"adopted_from": "x", "earlier": [{"adopted_from": "y"}]})
+
+
+def test_the_readme_shows_the_committed_table():
+    repo = Path(__file__).parent.parent
+    table = markdown_table(load_results(repo / "results")).split("\n\n")[1]
+    assert table.startswith("| model | R | RTS | P | E | TC |")
+    assert table in (repo / "README.md").read_text(encoding="utf-8"), (
+        "README.md's Table 1 differs from results/table1.json: paste the first table of "
+        "results/table1.md into it")
