@@ -1282,7 +1282,7 @@ _FAST_RESULTS = Path("runs") / "paper-fast"
 
 
 #: What ``--adopt`` takes besides itself; every other option is a training option.
-_ADOPT_OPTIONS = ("cells", "results", "adopt", "func")
+_ADOPT_OPTIONS = ("cells", "results", "adopt")
 
 
 def _adopt_command(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
