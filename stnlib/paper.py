@@ -831,6 +831,13 @@ def load_draws(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     return _records_by_cell(results_dir, "draws")
 
 
+def _files_under(results_dir: Path, name: str) -> list[Path]:
+    """Every file called ``name`` in ``results_dir`` and its subfolders: the top folder's
+    first, then the subfolders' in sorted order."""
+    return sorted(results_dir.rglob(name),
+                  key=lambda path: (path.parent != results_dir, path.parent.parts))
+
+
 def all_draws(results_dir: str | Path, cells: str | None = None) -> list[dict[str, Any]]:
     """Every record of every ``draws.json`` under ``results_dir`` (:func:`load_draws`),
     ``results_dir``'s own first, then its subfolders' in sorted order, cells in
@@ -839,10 +846,8 @@ def all_draws(results_dir: str | Path, cells: str | None = None) -> list[dict[st
     :func:`select_cells` (``"stcnn-*/R"``)."""
     results_dir = Path(results_dir)
     chosen = select_cells(cells, option="cells")
-    paths = sorted(results_dir.rglob("draws.json"),
-                   key=lambda path: (path.parent != results_dir, path.parent.parts))
     found = []
-    for path in paths:
+    for path in _files_under(results_dir, "draws.json"):
         records = load_draws(path.parent)
         folder = path.parent.relative_to(results_dir).as_posix()
         found += [{"folder": folder, **records[cell]} for cell in chosen if cell in records]
@@ -867,10 +872,8 @@ def runs_within(results_dir: str | Path, limit_s: float = TIME_GOAL_S,
     """
     results_dir = Path(results_dir)
     chosen = select_cells(cells, option="cells")
-    paths = sorted(results_dir.rglob("table1.json"),
-                   key=lambda path: (path.parent != results_dir, path.parent.parts))
     found: dict[str, dict[tuple[str, str], dict[str, Any]]] = {c: {} for c in chosen}
-    for path in paths:
+    for path in _files_under(results_dir, "table1.json"):
         folder = path.parent.relative_to(results_dir).as_posix()
         for cell, record in finished_cells(path.parent).items():
             if cell not in found:
@@ -1294,9 +1297,9 @@ def _adopt_command(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     if args.cells is None:
         raise ValueError("--adopt needs --cells: name the cells to copy, e.g. --cells "
                          "stcnn-aff/TC")
-    results_dir = Path(args.results or "results")
-    results = adopt(select_cells(args.cells), args.adopt, results_dir)
-    for cell in select_cells(args.cells):
+    results_dir, cells = Path(args.results or "results"), select_cells(args.cells)
+    results = adopt(cells, args.adopt, results_dir)
+    for cell in cells:
         r = results["cells"][cell]
         print(f"{cell}: adopted {r['error_pct']:.2f}% ({r['train_s']:.0f} s) from "
               f"{args.adopt}; the record before it is kept under 'earlier'")

@@ -1049,7 +1049,6 @@ def test_cli_label_smoothing_is_used_recorded_and_shown(tmp_path, capsys):
     assert "error: label_smoothing must be a number in [0, 1)" in capsys.readouterr().err
 
 
-
 def test_adopt_copies_a_finished_run_and_keeps_what_it_replaces(mnist, tmp_path, capsys):
     import argparse
 
